@@ -1,0 +1,43 @@
+# cifar-lightning — `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Extra arguments for `make train`, e.g.  make train ARGS="model=depthwise trainer.max_epochs=5"
+ARGS   ?=
+
+.PHONY: help install test train lint format tensorboard clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(BIN)/.installed ## Create .venv and install the package (editable) with dev extras; re-running is a no-op
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+test: install ## Run the test suite (real-data tests need CIFAR_LIGHTNING_REAL_DATA=path)
+	$(BIN)/python -m pytest
+
+train: install ## Train the default recipe on CIFAR-10 (downloads it into data/); ARGS="..." for overrides
+	$(BIN)/python -m cifar_lightning.train $(ARGS)
+
+lint: install ## ruff: lint and check formatting
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## ruff: fix lint findings that are safe to fix, and format
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+tensorboard: install ## TensorBoard over every run in outputs/
+	$(BIN)/tensorboard --logdir outputs
+
+clean: ## Remove caches and build files (keeps .venv, data/ and outputs/)
+	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
