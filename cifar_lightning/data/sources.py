@@ -1,0 +1,115 @@
+"""Where the images come from: torchvision's CIFAR-10 download, an image folder, or fakes.
+
+Every source ends as the same thing — uint8 arrays in memory — so the rest of the pipeline
+(split, augmentation, loaders) never cares which one it was. CIFAR-10 is 180 MB as uint8:
+holding it in memory is cheaper than decoding files every epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cifar_lightning.errors import DataError
+
+log = logging.getLogger(__name__)
+
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+IMAGE_SHAPE = (32, 32, 3)
+
+
+@dataclass(frozen=True)
+class ImageArrays:
+    """``images`` is (N, 32, 32, 3) uint8 (HWC, as CIFAR-10 ships); ``labels`` is (N,) int64."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.shape[1:] != IMAGE_SHAPE:
+            raise ValueError(f"images must be (N, 32, 32, 3) uint8, got {self.images.shape} "
+                             f"{self.images.dtype}")
+        if len(self.images) != len(self.labels):
+            raise ValueError("images and labels differ in length")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: ImageArrays
+    test: ImageArrays
+    classes: tuple[str, ...]
+
+
+def load_torchvision_cifar10(root: str | Path, download: bool = True) -> Splits:
+    """The official CIFAR-10 python archive, md5-checked by torchvision, stored under ``root``."""
+    from torchvision.datasets import CIFAR10
+
+    root = Path(root).expanduser()
+    try:
+        train = CIFAR10(str(root), train=True, download=download)
+        test = CIFAR10(str(root), train=False, download=False)
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+        reason = getattr(e, "reason", e)
+        raise DataError(
+            f"could not download CIFAR-10 into {root}/ ({reason}).",
+            fix=(
+                "with no network, point at a local copy instead: "
+                "data=imagefolder data.root=PATH (a folder with train/<class>/ and "
+                "test/<class>/ images, or a .tar.gz of that layout such as "
+                "../shared/data/cifar10-jpeg.tar.gz); or put cifar-10-python.tar.gz, "
+                f"downloaded elsewhere, into {root}/ and run again."
+            ),
+        ) from None
+    except RuntimeError as e:  # torchvision's "Dataset not found or corrupted" / md5 mismatch
+        raise DataError(
+            f"CIFAR-10 under {root}/ is missing or fails its md5 check ({e}).",
+            fix=f"delete {root}/cifar-10-batches-py and {root}/cifar-10-python.tar.gz and run "
+            "again with network access (data.download=true), or use data=imagefolder.",
+        ) from None
+    return Splits(
+        train=ImageArrays(np.asarray(train.data), np.asarray(train.targets, dtype=np.int64)),
+        test=ImageArrays(np.asarray(test.data), np.asarray(test.targets, dtype=np.int64)),
+        classes=tuple(train.classes),
+    )
+
+
+def make_fake(
+    train_size: int, test_size: int, classes: Sequence[str], seed: int = 0
+) -> Splits:
+    """Synthetic CIFAR-shaped data that a net can actually learn.
+
+    Each class is a smooth random colour pattern plus heavy noise, so accuracy climbs above
+    chance within a few dozen steps: good enough for tests, demos and sweep plumbing, and it
+    needs no download.
+    """
+    rng = np.random.default_rng(seed)
+    k = len(classes)
+    coarse = rng.uniform(40, 215, size=(k, 4, 4, 3))
+    prototypes = coarse.repeat(8, axis=1).repeat(8, axis=2)  # (k, 32, 32, 3)
+
+    def draw(n: int) -> ImageArrays:
+        labels = rng.permutation(np.arange(n) % k).astype(np.int64)
+        noise = rng.normal(0.0, 45.0, size=(n, *IMAGE_SHAPE))
+        images = np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8)
+        return ImageArrays(images, labels)
+
+    return Splits(train=draw(train_size), test=draw(test_size), classes=tuple(classes))
