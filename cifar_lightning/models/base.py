@@ -1,0 +1,141 @@
+"""The LightningModule every architecture shares: loss, metrics, optimizer and scheduler.
+
+An architecture subclass only builds ``self.net`` (a plain ``nn.Module`` mapping
+(N, 3, 32, 32) images to (N, num_classes) logits); everything a run logs and how it
+optimizes lives here, so every model is trained and measured the same way.
+
+Optimizer and scheduler arrive as plain dicts of Hydra ``_partial_`` configs (not live
+objects), so the checkpoint's hyper-parameters stay plain data and a model can be rebuilt
+from its checkpoint alone.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from cifar_lightning.data.datamodule import CIFAR10_MEAN, CIFAR10_STD
+from cifar_lightning.data.sources import CIFAR10_CLASSES
+
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05}
+
+
+class ImageClassifier(L.LightningModule):
+    """Cross-entropy classifier with top-1/top-5 accuracy and configurable optimization.
+
+    Logs ``train/loss`` (per step), ``train/loss_epoch``, ``train/acc``, ``train/lr``,
+    ``val/loss``, ``val/acc``, ``val/acc_best``, ``test/loss``, ``test/acc``, ``test/acc_top5``.
+    """
+
+    net: nn.Module
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        class_names: Sequence[str] = CIFAR10_CLASSES,
+        mean: Sequence[float] = CIFAR10_MEAN,
+        std: Sequence[float] = CIFAR10_STD,
+    ) -> None:
+        super().__init__()
+        # Collects the subclass's architecture arguments too (Lightning walks the __init__
+        # chain), so load_from_checkpoint rebuilds the same net. class_names, mean and std
+        # ride along so predict/evaluate need nothing but the checkpoint.
+        self.save_hyperparameters()
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self.train_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.test_acc_top5 = MulticlassAccuracy(
+            num_classes, top_k=min(5, num_classes), average="micro"
+        )
+        self.val_acc_best = MaxMetric()
+        # Lets the model summary show input/output sizes and FLOPs per image.
+        self.example_input_array = torch.zeros(1, 3, 32, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def on_train_start(self) -> None:
+        # The sanity-check validation must not count as a "best" epoch.
+        self.val_acc_best.reset()
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]):
+        x, y = batch
+        logits = self(x)
+        return self.criterion(logits, y), logits, y
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss, logits, y = self._shared_step(batch)
+        self.train_loss(loss)
+        self.train_acc(logits, y)
+        # train/loss: every logged step (the fine curve); train/loss_epoch: the epoch mean,
+        # comparable with val/loss.
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, logits, y = self._shared_step(batch)
+        self.val_loss(loss)
+        self.val_acc(logits, y)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        loss, logits, y = self._shared_step(batch)
+        self.test_loss(loss)
+        self.test_acc(logits, y)
+        self.test_acc_top5(logits, y)
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("test/acc_top5", self.test_acc_top5, on_step=False, on_epoch=True)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)(
+            params=self.parameters()
+        )
+        spec = self.hparams.scheduler or {}
+        if not spec.get("scheduler"):
+            return optimizer
+        make_scheduler = instantiate(spec["scheduler"])
+        kwargs = {}
+        # OneCycle-style schedulers need the run's length; ask the Trainer, which knows
+        # epochs, limit_train_batches, accumulation and devices — never hard-code it.
+        if (
+            "total_steps" in inspect.signature(make_scheduler.func).parameters
+            and make_scheduler.keywords.get("total_steps") is None
+        ):
+            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": make_scheduler(optimizer, **kwargs),
+                "interval": spec.get("interval", "epoch"),
+                "frequency": spec.get("frequency", 1),
+            },
+        }
+
+    @property
+    def num_parameters(self) -> int:
+        """Trainable parameters: what the seed projects quote."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
