@@ -1,0 +1,243 @@
+"""``python -m cifar_lightning.train``: compose the config, train, test, write ``metrics.json``.
+
+The ``@hydra.main`` wrapper is thin on purpose: :func:`train` takes a composed config and
+returns the run's results, so tests (and sweepers, notebooks, other tools) call it directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class
+from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from cifar_lightning import log_filters
+from cifar_lightning.configs import CONFIG_DIR, build, register_resolvers
+from cifar_lightning.errors import ConfigError, exit_on_user_error
+from cifar_lightning.hparams_log import log_config_and_metrics
+from cifar_lightning.models.base import ImageClassifier
+
+log = logging.getLogger(__name__)
+
+register_resolvers()
+log_filters.install()
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject values that would only fail (or silently misbehave) after minutes of work."""
+    lr = cfg.optim.get("lr")
+    if lr is not None and not lr > 0:
+        raise ConfigError(f"optim.lr={lr} must be positive.", fix="e.g. optim.lr=0.05")
+    epochs = cfg.trainer.get("max_epochs")
+    if epochs is not None and (epochs == 0 or epochs < -1):
+        raise ConfigError(
+            f"trainer.max_epochs={epochs} trains nothing.",
+            fix="use a positive number of epochs (or -1 with trainer.max_steps)",
+        )
+    if not 0.0 <= cfg.loss.label_smoothing < 1.0:
+        raise ConfigError(f"loss.label_smoothing={cfg.loss.label_smoothing} must be in [0, 1).")
+    if cfg.model.get("_target_") is None:
+        raise ConfigError("no model chosen.", fix="add model=depthwise (see conf/model/)")
+
+
+def resolve_precision(precision: Any, accelerator: str) -> Any:
+    """``auto``: bf16 AMP on a GPU that has it, fp16 AMP on an older GPU, fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if not on_gpu:
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def build_callbacks(cfg: DictConfig) -> list[Callback]:
+    callbacks = [build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
+    # Lightning refuses a progress bar / summary callback when the Trainer flag turns it off;
+    # honour the flag instead, so `trainer.enable_progress_bar=false` just works.
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if not cfg.trainer.get("enable_model_summary", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    return [build(c, "logger") for c in (cfg.get("logger") or {}).values() if c]
+
+
+def build_model(cfg: DictConfig, datamodule: Any) -> ImageClassifier:
+    """The model's own arguments from ``model/``, the shared ones from the other groups."""
+    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cls = get_class(kwargs.pop("_target_"))
+    try:
+        return model_cls(
+            **kwargs,
+            num_classes=datamodule.num_classes,
+            optimizer=OmegaConf.to_container(cfg.optim, resolve=True),
+            scheduler=OmegaConf.to_container(cfg.sched, resolve=True),
+            label_smoothing=cfg.loss.label_smoothing,
+            class_names=list(datamodule.classes),
+            mean=list(datamodule.mean),
+            std=list(datamodule.std),
+        )
+    except TypeError as e:  # e.g. +model.typo=1
+        raise ConfigError(f"model: {e}", fix=f"see the arguments of {model_cls.__name__}") from None
+
+
+def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs["precision"] = resolve_precision(
+        kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
+    )
+    try:
+        return L.Trainer(
+            **kwargs,
+            callbacks=build_callbacks(cfg),
+            logger=build_loggers(cfg) or False,
+            default_root_dir=str(output_dir),
+        )
+    except TypeError as e:  # an unknown trainer.* key
+        raise ConfigError(
+            f"trainer: {e}", fix="see lightning.pytorch.Trainer's arguments"
+        ) from None
+
+
+def device_name(trainer: L.Trainer) -> str:
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{device.type}: {cpu}"
+
+
+def run_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in sorted(metrics.items())}
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, then test on the best checkpoint; returns (and writes) the run's results."""
+    started = time.perf_counter()
+    validate(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = build(cfg.data, "data", aug=build(cfg.aug, "aug"))
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # Load and split before the Trainer exists, so missing data or a bad split size fails
+        # before anything is written. A multi-process launch leaves it to Lightning, which
+        # prepares on rank zero before the other ranks set up.
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    model = build_model(cfg, datamodule)
+    trainer = build_trainer(cfg, output_dir)
+    log.info(
+        "Data: %s; model: %s (%s parameters); run dir: %s",
+        datamodule.describe(),
+        type(model).__name__,
+        f"{model.num_parameters:,}",
+        output_dir,
+    )
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_metrics = _floats(trainer.callback_metrics)
+
+    test_metrics: dict[str, float] = {}
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if cfg.get("test", True) and not trainer.interrupted:
+        if not best:
+            log.warning("No best checkpoint was saved; testing the final weights.")
+        trainer.test(model, datamodule=datamodule, ckpt_path="best" if best else None)
+        test_metrics = {
+            k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test/")
+        }
+
+    results = {
+        "status": "interrupted" if trainer.interrupted else "completed",
+        "metrics": {**fit_metrics, **test_metrics},
+        "params": model.num_parameters,
+        "model": type(model).__name__,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "device": device_name(trainer),
+        "precision": str(trainer.precision),
+        "seed": cfg.seed,
+        "overrides": run_overrides(),
+        "best_checkpoint": best or None,
+        "run_dir": str(output_dir),
+    }
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        # The full config beside the final numbers: TensorBoard's HPARAMS tab compares runs.
+        log_config_and_metrics(
+            trainer.loggers, OmegaConf.to_container(cfg, resolve=True), results["metrics"]
+        )
+        log.info(
+            "Results in %s: %s",
+            output_dir / "metrics.json",
+            {
+                k: round(v, 4)
+                for k, v in results["metrics"].items()
+                if k in ("val/acc_best", "test/acc", "test/acc_top5")
+            },
+        )
+    return results
+
+
+def discard_unused_run_dir(run_dir: Path) -> None:
+    """Remove a run directory that holds nothing but bookkeeping (configs, logs, hparams).
+
+    A run rejected for its config never trained: leaving an empty dated directory behind
+    would clutter outputs/ and every later sweep report. Anything else (a checkpoint, an
+    event file, metrics.json) means real work, and the directory stays.
+    """
+    if not run_dir.is_dir():
+        return
+    for path in run_dir.rglob("*"):
+        bookkeeping = ".hydra" in path.parts or path.suffix == ".log"
+        if path.is_file() and not bookkeeping and path.name != "hparams.yaml":
+            return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        run_dir.parent.rmdir()  # the date directory, if this was its only run
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with exit_on_user_error():
+        try:
+            results = train(cfg)
+        except ConfigError:
+            discard_unused_run_dir(Path(cfg.paths.output_dir))
+            raise
+    return results["metrics"].get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Shared fixtures: composed configs on fake data, synthetic image folders, the CLI runner.
+
+Every test writes under pytest's tmp_path; nothing touches the repo's outputs/ or data/.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cifar_lightning.configs import compose_config
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+# Small, fast, CPU-only runs: tests override only what they are about.
+FAST = [
+    "data=fake",
+    "data.num_workers=0",
+    "data.fake_train_size=320",
+    "data.fake_test_size=64",
+    "data.val_size=64",
+    "data.batch_size=32",
+    "trainer.accelerator=cpu",
+    "trainer.devices=1",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+]
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """Compose ``train.yaml`` with the fast overrides, writing into ``tmp_path``."""
+
+    def _make(*overrides: str, fast: bool = True):
+        paths = [f"paths.output_dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'data'}"]
+        return compose_config([*(FAST if fast else []), *paths, *overrides])
+
+    return _make
+
+
+def write_image_folder(
+    root: Path, per_class: int = 3, classes=CLASSES, size=(32, 32), fmt: str = "PNG"
+) -> Path:
+    """A tiny train/<class>/ + test/<class>/ tree of random images."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in classes:
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(d / f"{i:04d}.{fmt.lower()}", format=fmt)
+    return root
+
+
+def tar_folder(folder: Path, archive: Path, top: str | None = None) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        for split in ("train", "test"):
+            tar.add(folder / split, arcname=f"{top}/{split}" if top else split)
+    return archive
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return write_image_folder(tmp_path / "folder")
+
+
+def run_cli(
+    module: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` as a user would, outputs under ``cwd``."""
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The CIFAR-10 JPEG copy, from CIFAR_LIGHTNING_REAL_DATA; the test skips without it."""
+    value = os.environ.get("CIFAR_LIGHTNING_REAL_DATA")
+    if not value:
+        pytest.skip(
+            "real CIFAR-10 not configured: set CIFAR_LIGHTNING_REAL_DATA to "
+            "cifar10-jpeg.tar.gz (or a folder of that layout); .ci/run does"
+        )
+    path = Path(value)
+    if not path.exists():
+        pytest.skip(f"CIFAR_LIGHTNING_REAL_DATA={value} does not exist")
+    return path

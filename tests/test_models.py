@@ -1,0 +1,91 @@
+"""Architectures: exact sizes, output shapes, and the shared optimization logic."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cifar_lightning.models import DepthwiseClassifier, ImageClassifier
+
+ONECYCLE = {
+    "interval": "step",
+    "scheduler": {
+        "_target_": "torch.optim.lr_scheduler.OneCycleLR",
+        "_partial_": True,
+        "max_lr": 0.1,
+    },
+}
+
+
+def test_depthwise_has_the_seed_parameter_count():
+    assert DepthwiseClassifier().num_parameters == 82_474
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_depthwise_outputs_logits(batch):
+    model = DepthwiseClassifier().eval()
+    assert model(torch.randn(batch, 3, 32, 32)).shape == (batch, 10)
+
+
+def test_num_classes_reaches_the_head():
+    assert DepthwiseClassifier(num_classes=4)(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+
+
+def test_hyperparameters_are_plain_data_and_rebuild_the_model(tmp_path):
+    """A checkpoint alone must rebuild the model (evaluate/predict rely on it)."""
+    model = DepthwiseClassifier(
+        dropout=0.2,
+        num_classes=10,
+        label_smoothing=0.1,
+        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01},
+    )
+    hp = dict(model.hparams)
+    assert hp["dropout"] == 0.2 and hp["label_smoothing"] == 0.1
+    assert hp["class_names"][3] == "cat" and len(hp["mean"]) == 3
+    path = tmp_path / "m.ckpt"
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": hp,
+            "pytorch-lightning_version": "2.6.0",
+        },
+        path,
+    )
+    again = DepthwiseClassifier.load_from_checkpoint(path, weights_only=True)
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.equal(model.eval()(x), again.eval()(x))
+
+
+def test_optimizer_comes_from_its_partial_config():
+    model = DepthwiseClassifier(
+        optimizer={
+            "_target_": "torch.optim.AdamW",
+            "_partial_": True,
+            "lr": 0.003,
+            "weight_decay": 0.1,
+        }
+    )
+    optimizer = model.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert optimizer.param_groups[0]["lr"] == 0.003
+    assert optimizer.param_groups[0]["weight_decay"] == 0.1
+
+
+def test_onecycle_length_comes_from_the_trainer():
+    model = DepthwiseClassifier(scheduler=ONECYCLE)
+
+    class FakeTrainer:
+        estimated_stepping_batches = 123
+
+    model.trainer = FakeTrainer()  # type: ignore[assignment]
+    config = model.configure_optimizers()
+    scheduler = config["lr_scheduler"]["scheduler"]
+    assert scheduler.total_steps == 123
+    assert config["lr_scheduler"]["interval"] == "step"
+
+
+def test_label_smoothing_changes_the_loss():
+    logits, y = torch.tensor([[4.0, 0.0]]), torch.tensor([0])
+    plain = ImageClassifier(num_classes=2).criterion(logits, y)
+    smooth = ImageClassifier(num_classes=2, label_smoothing=0.2).criterion(logits, y)
+    assert smooth > plain
