@@ -146,7 +146,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = build(cfg.data, "data", aug=build(cfg.aug, "aug"))
+    datamodule = build(cfg.data, "data", aug=build(cfg.aug.pipeline, "aug"))
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # Load and split before the Trainer exists, so missing data or a bad split size fails
         # before anything is written. A multi-process launch leaves it to Lightning, which
@@ -154,6 +154,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         datamodule.prepare_data()
         datamodule.setup("fit")
     model = build_model(cfg, datamodule)
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
     trainer = build_trainer(cfg, output_dir)
     log.info(
         "Data: %s; model: %s (%s parameters); run dir: %s",

@@ -135,8 +135,10 @@ def _decode(split: str, cls: str, name: str, payload: bytes, root: Path) -> np.n
 def decode(root: Path, classes: Sequence[str]) -> Splits:
     """Read every image of ``root`` into arrays; label order is ``classes`` order."""
     class_dirs: dict[str, set[str]] = {s: set() for s in SPLITS}
-    entries = _archive_entries(root, class_dirs) if is_archive(root) else _directory_entries(
-        root, class_dirs
+    entries = (
+        _archive_entries(root, class_dirs)
+        if is_archive(root)
+        else _directory_entries(root, class_dirs)
     )
     decoded: dict[str, list[tuple[str, str, np.ndarray]]] = {s: [] for s in SPLITS}
     for split, cls, name, payload in entries:
@@ -236,8 +238,9 @@ def load_imagefolder(root: str | Path, classes: Sequence[str], cache_dir: str | 
     if not root.exists():
         raise DataError(f"data.root={root} does not exist.", LAYOUT_FIX)
     if root.is_file() and not is_archive(root):
-        raise DataError(f"data.root={root} is a file but not a .tar.gz/.tgz/.tar archive.",
-                        LAYOUT_FIX)
+        raise DataError(
+            f"data.root={root} is a file but not a .tar.gz/.tgz/.tar archive.", LAYOUT_FIX
+        )
     cache = cache_path(root, Path(cache_dir).expanduser())
     if cache.exists() and (splits := _load_cache(cache, classes)) is not None:
         return splits

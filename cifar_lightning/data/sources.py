@@ -43,8 +43,9 @@ class ImageArrays:
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.shape[1:] != IMAGE_SHAPE:
-            raise ValueError(f"images must be (N, 32, 32, 3) uint8, got {self.images.shape} "
-                             f"{self.images.dtype}")
+            raise ValueError(
+                f"images must be (N, 32, 32, 3) uint8, got {self.images.shape} {self.images.dtype}"
+            )
         if len(self.images) != len(self.labels):
             raise ValueError("images and labels differ in length")
 
@@ -92,9 +93,7 @@ def load_torchvision_cifar10(root: str | Path, download: bool = True) -> Splits:
     )
 
 
-def make_fake(
-    train_size: int, test_size: int, classes: Sequence[str], seed: int = 0
-) -> Splits:
+def make_fake(train_size: int, test_size: int, classes: Sequence[str], seed: int = 0) -> Splits:
     """Synthetic CIFAR-shaped data that a net can actually learn.
 
     Each class is a smooth random colour pattern plus heavy noise, so accuracy climbs above

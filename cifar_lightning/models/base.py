@@ -22,6 +22,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from cifar_lightning.checkpoints import RECORD_KEY, make_record
 from cifar_lightning.data.datamodule import CIFAR10_MEAN, CIFAR10_STD
 from cifar_lightning.data.sources import CIFAR10_CLASSES
 
@@ -65,6 +66,9 @@ class ImageClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
         # Lets the model summary show input/output sizes and FLOPs per image.
         self.example_input_array = torch.zeros(1, 3, 32, 32)
+        # The run's resolved config (plain data), set by train(); saved in every checkpoint
+        # so evaluate/predict can rebuild the data pipeline from the file alone.
+        self.run_config: dict[str, Any] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -134,6 +138,9 @@ class ImageClassifier(L.LightningModule):
                 "frequency": spec.get("frequency", 1),
             },
         }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RECORD_KEY] = make_record(self, self.run_config)
 
     @property
     def num_parameters(self) -> int:
