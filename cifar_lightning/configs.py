@@ -52,11 +52,22 @@ def claim_dir(path: str) -> str:
             n += 1
 
 
+def uint8(values: Any) -> list[int]:
+    """``${uint8:${data.mean}}``: colours given as fractions (like data.mean) in pixel values.
+
+    Augmentation pipelines run on uint8 images, so a fill of "the dataset mean" must be given
+    in 0..255; deriving it from ``data.mean`` keeps the two in step.
+    """
+    return [round(float(v) * 255) for v in values]
+
+
 def register_resolvers() -> None:
     """Idempotent: safe to call from every entry point and test."""
     if not OmegaConf.has_resolver("claim_dir"):
         # use_cache: Hydra resolves hydra.run.dir more than once; all must see one claim.
         OmegaConf.register_new_resolver("claim_dir", claim_dir, use_cache=True)
+    if not OmegaConf.has_resolver("uint8"):
+        OmegaConf.register_new_resolver("uint8", uint8)
 
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
