@@ -1,0 +1,186 @@
+"""``tune.lr_find=true``: an LR range test before training (Lightning's ``Tuner.lr_find``).
+
+The test trains for ``tune.num_training`` steps while the learning rate grows from
+``tune.min_lr`` to ``tune.max_lr`` and records the loss; Lightning suggests the LR where the
+loss falls fastest. That suggestion becomes ``optim.lr`` and, for one-cycle, its ``max_lr``
+(seed 004 found its LR this way). The plot goes into the run dir as ``lr_find.png`` and into
+TensorBoard; the suggestion into ``metrics.json``.
+
+The test runs on its own Trainer, so a run cut short with ``trainer.max_epochs`` or
+``trainer.limit_train_batches`` still gets a full range test, and on a throwaway copy of the
+model inside a saved RNG state, so the run that follows is exactly the run one would get by
+passing the suggested LR directly (see ``train.find_lr``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.tuner import Tuner
+from omegaconf import DictConfig
+
+from cifar_lightning.errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
+
+PLOT_NAME = "lr_find.png"
+# Lightning's suggestion skips the first 10 and the last recorded step and needs 2 more.
+MIN_STEPS = 13
+
+
+@dataclass
+class LRFindResult:
+    suggestion: float
+    lrs: list[float]
+    losses: list[float]
+    plot_path: Path
+    finder: Any  # Lightning's _LRFinder: draws the plot
+
+    def record(self) -> dict[str, Any]:
+        """What metrics.json keeps."""
+        return {"suggestion": self.suggestion, "steps": len(self.lrs), "plot": str(self.plot_path)}
+
+
+def check(tune: DictConfig) -> None:
+    """Fail before any work on a range test that could not give a suggestion."""
+    steps = tune.get("num_training", 100)
+    if steps < MIN_STEPS:
+        raise ConfigError(
+            f"tune.num_training={steps} is too few steps for an LR range test: Lightning's "
+            f"suggestion skips the first 10 and needs at least {MIN_STEPS}.",
+            fix="use tune.num_training=20 or more (100 is Lightning's default)",
+        )
+    if not 0 < tune.min_lr < tune.max_lr:
+        raise ConfigError(
+            f"tune.min_lr={tune.min_lr} and tune.max_lr={tune.max_lr} must satisfy "
+            "0 < min_lr < max_lr.",
+            fix="e.g. tune.min_lr=1e-6 tune.max_lr=1",
+        )
+    if tune.get("mode", "exponential") not in ("exponential", "linear"):
+        raise ConfigError(
+            f"tune.mode={tune.mode} is not a range-test mode.", fix="use exponential or linear"
+        )
+
+
+@contextlib.contextmanager
+def rng_preserved() -> Iterator[None]:
+    """Run the block, then put every global RNG (torch, CUDA, NumPy, random) back as it was."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def lr_range_test(
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    trainer_kwargs: dict[str, Any],
+    tune: DictConfig,
+    output_dir: Path,
+) -> LRFindResult | None:
+    """Run the test on ``model`` (whose weights Lightning restores afterwards).
+
+    Returns None when the Trainer skips it (``trainer.fast_dev_run``).
+    """
+    check(tune)
+    trainer = L.Trainer(
+        **{
+            **trainer_kwargs,
+            # The test's own length is num_training steps, whatever limits the run has
+            # (max_steps also gives the model's one-cycle schedule, replaced by the test's, a
+            # finite length to be built with).
+            "max_epochs": -1,
+            "max_steps": int(tune.num_training),
+            "max_time": None,
+            "limit_train_batches": None,
+            "enable_checkpointing": False,
+            "enable_model_summary": False,
+        },
+        logger=False,
+        callbacks=[],
+        default_root_dir=str(output_dir),
+    )
+    finder = Tuner(trainer).lr_find(
+        model,
+        # Training batches only: validating during a range test would only cost time.
+        train_dataloaders=datamodule.train_dataloader(),
+        min_lr=float(tune.min_lr),
+        max_lr=float(tune.max_lr),
+        num_training=int(tune.num_training),
+        mode=str(tune.mode),
+        early_stop_threshold=tune.get("early_stop_threshold"),
+        update_attr=False,
+    )
+    if finder is None:
+        log.warning("trainer.fast_dev_run: skipping the LR range test; optim.lr stays as set.")
+        return None
+    suggestion = finder.suggestion()
+    lrs, losses = list(finder.results["lr"]), list(finder.results["loss"])
+    if suggestion is None:
+        raise UserError(
+            f"the LR range test gave no suggestion: only {len(lrs)} of "
+            f"tune.num_training={tune.num_training} steps ran before the loss diverged, "
+            "too few to find where it falls fastest.",
+            fix="lower tune.max_lr or raise tune.early_stop_threshold (null: never stop "
+            "early); or set optim.lr yourself with tune.lr_find=false",
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    result = LRFindResult(float(suggestion), lrs, losses, output_dir / PLOT_NAME, finder)
+    fig = figure(result)
+    fig.savefig(result.plot_path, dpi=120, bbox_inches="tight")
+    _close(fig)
+    log.info(
+        "LR range test (%d steps, lr %.1e to %.1e): suggested lr %.4g; plot: %s",
+        len(lrs),
+        tune.min_lr,
+        tune.max_lr,
+        result.suggestion,
+        result.plot_path,
+    )
+    return result
+
+
+def use_lr(cfg: DictConfig, lr: float) -> None:
+    """The suggestion becomes the optimizer's LR and the scheduler's peak (one-cycle max_lr)."""
+    cfg.optim.lr = lr
+    scheduler = cfg.sched.get("scheduler")
+    if scheduler is not None and "max_lr" in scheduler:
+        scheduler.max_lr = lr
+
+
+def figure(result: LRFindResult):
+    """Loss against LR, log scale, the suggestion marked in red."""
+    fig = result.finder.plot(suggest=True)
+    ax = fig.axes[0]
+    ax.set_title(f"LR range test: suggested lr = {result.suggestion:.3g}")
+    ax.axvline(result.suggestion, color="red", linestyle=":", linewidth=1)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.set_size_inches(6.4, 4.2)
+    return fig
+
+
+def log_figure(loggers: Iterable[Logger], result: LRFindResult) -> None:
+    """The same plot in TensorBoard's IMAGES tab (``tune/lr_find``)."""
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure("tune/lr_find", figure(result), global_step=0)
+
+
+def _close(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
