@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,17 +115,18 @@ def lr_range_test(
         callbacks=[],
         default_root_dir=str(output_dir),
     )
-    finder = Tuner(trainer).lr_find(
-        model,
-        # Training batches only: validating during a range test would only cost time.
-        train_dataloaders=datamodule.train_dataloader(),
-        min_lr=float(tune.min_lr),
-        max_lr=float(tune.max_lr),
-        num_training=int(tune.num_training),
-        mode=str(tune.mode),
-        early_stop_threshold=tune.get("early_stop_threshold"),
-        update_attr=False,
-    )
+    with _quiet():
+        finder = Tuner(trainer).lr_find(
+            model,
+            # Training batches only: validating during a range test would only cost time.
+            train_dataloaders=datamodule.train_dataloader(),
+            min_lr=float(tune.min_lr),
+            max_lr=float(tune.max_lr),
+            num_training=int(tune.num_training),
+            mode=str(tune.mode),
+            early_stop_threshold=tune.get("early_stop_threshold"),
+            update_attr=False,
+        )
     if finder is None:
         log.warning("trainer.fast_dev_run: skipping the LR range test; optim.lr stays as set.")
         return None
@@ -152,6 +154,24 @@ def lr_range_test(
         result.plot_path,
     )
     return result
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Drop two notices Lightning gives on every range test that mean nothing here.
+
+    The test trains without validation on purpose, and saves a scratch checkpoint of the
+    initial weights (restored afterwards) without saying weights_only.
+    """
+    checkpoint_log = logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector")
+    level = checkpoint_log.level
+    checkpoint_log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no")
+            yield
+    finally:
+        checkpoint_log.setLevel(level)
 
 
 def use_lr(cfg: DictConfig, lr: float) -> None:
