@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from cifar_lightning.configs import build, compose_for_tool
-from cifar_lightning.data.aug_grid import preview
+from cifar_lightning.data.aug_grid import preview, save_png
 from cifar_lightning.errors import ConfigError, exit_on_user_error
 
 
@@ -33,7 +33,7 @@ def show_aug(cfg: DictConfig, aug_name: str) -> Path:
     datamodule = build(cfg.data, "data", aug=pipeline)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    fig = preview(
+    image = preview(
         datamodule.train_set,
         datamodule.classes,
         pipeline,
@@ -42,10 +42,7 @@ def show_aug(cfg: DictConfig, aug_name: str) -> Path:
         draws=cfg.draws,
         seed=cfg.seed,
     )
-    path = output_path(cfg, aug_name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    return path
+    return save_png(image, output_path(cfg, aug_name))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

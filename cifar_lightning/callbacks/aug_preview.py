@@ -14,7 +14,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from cifar_lightning.data.aug_grid import preview
+from cifar_lightning.data.aug_grid import preview, save_png
 
 TAG = "aug/preview"
 FILENAME = "aug_preview.png"
@@ -35,7 +35,7 @@ class AugmentationPreview(Callback):
         tensorboards = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if not tensorboards and not self.save:
             return
-        fig = preview(
+        image = preview(
             dataset,
             datamodule.classes,
             datamodule.aug,
@@ -45,9 +45,6 @@ class AugmentationPreview(Callback):
             seed=self.seed,
         )
         if self.save:
-            fig.savefig(Path(trainer.default_root_dir) / FILENAME, dpi=100, bbox_inches="tight")
+            save_png(image, Path(trainer.default_root_dir) / FILENAME)
         for logger in tensorboards:
-            logger.experiment.add_figure(TAG, fig, global_step=0, close=False)
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+            logger.experiment.add_image(TAG, image, global_step=0, dataformats="HWC")
