@@ -30,7 +30,9 @@ def show_aug(cfg: DictConfig, aug_name: str) -> Path:
     if cfg.images < 1 or cfg.draws < 1:
         raise ConfigError(f"images={cfg.images} and draws={cfg.draws} must both be at least 1.")
     pipeline = build(cfg.aug.pipeline, "aug")
-    datamodule = build(cfg.data, "data", aug=pipeline)
+    # batch_size=1: the grid loads no batches, so a small image folder must not fail the
+    # DataModule's "at least one full batch" check.
+    datamodule = build(cfg.data, "data", aug=pipeline, batch_size=1)
     datamodule.prepare_data()
     datamodule.setup("fit")
     image = preview(
