@@ -55,7 +55,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("test_ckpt", "best") not in ("best", "last"):
         raise ConfigError(f"test_ckpt={cfg.test_ckpt} is not best or last.", fix="test_ckpt=last")
     if cfg.get("tune", {}).get("lr_find"):
-        tune.check(cfg.tune)
+        tune.check(cfg.tune, cfg.trainer)
 
 
 def resolve_precision(precision: Any, accelerator: str) -> Any:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
 import random
 import warnings
 from collections.abc import Iterable, Iterator
@@ -52,8 +54,8 @@ class LRFindResult:
         return {"suggestion": self.suggestion, "steps": len(self.lrs), "plot": str(self.plot_path)}
 
 
-def check(tune: DictConfig) -> None:
-    """Fail before any work on a range test that could not give a suggestion."""
+def check(tune: DictConfig, trainer: DictConfig) -> None:
+    """Fail before any work on a range test that could not give a suggestion or one LR."""
     steps = tune.get("num_training", 100)
     if steps < MIN_STEPS:
         raise ConfigError(
@@ -71,6 +73,27 @@ def check(tune: DictConfig) -> None:
         raise ConfigError(
             f"tune.mode={tune.mode} is not a range-test mode.", fix="use exponential or linear"
         )
+    if _several_processes(trainer):
+        # Each process would run its own test and could pick its own LR.
+        raise ConfigError(
+            "tune.lr_find runs the range test in one process on one device; this run uses several.",
+            fix="run the test alone first (add trainer.devices=1 trainer.num_nodes=1 "
+            "trainer.max_epochs=1 trainer.limit_train_batches=1), then pass its suggestion "
+            "(lr_find.suggestion in metrics.json) as optim.lr=… with tune.lr_find=false",
+        )
+
+
+def _several_processes(trainer: DictConfig) -> bool:
+    """Whether the run trains in more than one process (DDP), as far as its config says."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or (trainer.get("num_nodes") or 1) > 1:
+        return True
+    devices = trainer.get("devices", "auto")
+    if devices in ("auto", -1, "-1"):
+        on_gpu = trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda")
+        return on_gpu and torch.cuda.device_count() > 1
+    if isinstance(devices, str):  # "2", or device ids "0,1"
+        devices = int(devices) if devices.strip().isdigit() else devices.strip(",").split(",")
+    return devices > 1 if isinstance(devices, int) else len(devices) > 1
 
 
 @contextlib.contextmanager
@@ -98,6 +121,9 @@ def lr_range_test(
     Returns None when the Trainer skips it (``trainer.fast_dev_run``).
     """
     check(tune)
+    if trainer_kwargs.get("fast_dev_run"):
+        log.warning("trainer.fast_dev_run: skipping the LR range test; optim.lr stays as set.")
+        return None
     trainer = L.Trainer(
         **{
             **trainer_kwargs,
@@ -105,6 +131,9 @@ def lr_range_test(
             # (max_steps also gives the model's one-cycle schedule, replaced by the test's, a
             # finite length to be built with).
             "max_epochs": -1,
+            "devices": 1,
+            "num_nodes": 1,
+            "strategy": "auto",
             "max_steps": int(tune.num_training),
             "max_time": None,
             "limit_train_batches": None,
@@ -127,16 +156,16 @@ def lr_range_test(
             early_stop_threshold=tune.get("early_stop_threshold"),
             update_attr=False,
         )
-    if finder is None:
-        log.warning("trainer.fast_dev_run: skipping the LR range test; optim.lr stays as set.")
+    if finder is None:  # Lightning skipped it (it does so only for fast_dev_run)
         return None
     suggestion = finder.suggestion()
     lrs, losses = list(finder.results["lr"]), list(finder.results["loss"])
     if suggestion is None:
+        finite = sum(math.isfinite(loss) for loss in losses)
         raise UserError(
-            f"the LR range test gave no suggestion: only {len(lrs)} of "
-            f"tune.num_training={tune.num_training} steps ran before the loss diverged, "
-            "too few to find where it falls fastest.",
+            f"the LR range test gave no suggestion: {finite} of its {len(lrs)} steps "
+            f"(tune.num_training={tune.num_training}) gave a finite loss before it diverged, "
+            "too few to find where the loss falls fastest.",
             fix="lower tune.max_lr or raise tune.early_stop_threshold (null: never stop "
             "early); or set optim.lr yourself with tune.lr_find=false",
         )

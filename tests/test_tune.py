@@ -77,6 +77,8 @@ def test_run_equals_a_run_given_the_suggestion_directly(tuned, make_cfg):
         ("tune.num_training=5", "tune.num_training=5 is too few steps"),
         ("tune.min_lr=1", "must satisfy 0 < min_lr < max_lr"),
         ("tune.mode=log", "tune.mode=log is not a range-test mode"),
+        # Each DDP process would find (and train with) its own LR.
+        ("trainer.devices=2", "runs the range test in one process on one device"),
     ],
 )
 def test_bad_range_test_settings_fail_before_any_work(make_cfg, override, message):
