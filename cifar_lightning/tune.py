@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.tuner import Tuner
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cifar_lightning.errors import ConfigError, UserError
 
@@ -120,7 +120,7 @@ def lr_range_test(
 
     Returns None when the Trainer skips it (``trainer.fast_dev_run``).
     """
-    check(tune)
+    check(tune, OmegaConf.create(trainer_kwargs))
     if trainer_kwargs.get("fast_dev_run"):
         log.warning("trainer.fast_dev_run: skipping the LR range test; optim.lr stays as set.")
         return None
