@@ -106,8 +106,8 @@ def test_seed004_finds_its_lr(make_cfg, tmp_path):
     results = train(
         make_cfg(
             "experiment=seed004",
-            "data.batch_size=4",
-            "tune.num_training=14",
+            "data.batch_size=2",
+            "tune.num_training=13",
             "tune.max_lr=0.1",
             "tune.early_stop_threshold=null",
             "trainer.limit_train_batches=1",
@@ -115,5 +115,5 @@ def test_seed004_finds_its_lr(make_cfg, tmp_path):
             "trainer.limit_test_batches=1",
         )
     )
-    assert results["lr_find"]["steps"] == 14
+    assert results["lr_find"]["steps"] == 13
     assert torch.isfinite(torch.tensor(results["lr_find"]["suggestion"]))
