@@ -8,13 +8,14 @@ asks this module for the directory so both layouts work.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
-from hydra.errors import InstantiationException
+from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cifar_lightning.errors import ConfigError, UserError
 
@@ -52,11 +53,22 @@ def claim_dir(path: str) -> str:
             n += 1
 
 
+def uint8(values: Any) -> list[int]:
+    """``${uint8:${data.mean}}``: colours given as fractions (like data.mean) in pixel values.
+
+    Augmentation pipelines run on uint8 images, so a fill of "the dataset mean" must be given
+    in 0..255; deriving it from ``data.mean`` keeps the two in step.
+    """
+    return [round(float(v) * 255) for v in values]
+
+
 def register_resolvers() -> None:
     """Idempotent: safe to call from every entry point and test."""
     if not OmegaConf.has_resolver("claim_dir"):
         # use_cache: Hydra resolves hydra.run.dir more than once; all must see one claim.
         OmegaConf.register_new_resolver("claim_dir", claim_dir, use_cache=True)
+    if not OmegaConf.has_resolver("uint8"):
+        OmegaConf.register_new_resolver("uint8", uint8)
 
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
@@ -68,6 +80,28 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "train
     register_resolvers()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides or []))
+
+
+def compose_for_tool(argv: Sequence[str], config_name: str) -> tuple[DictConfig, dict[str, str]]:
+    """The config a command-line tool (summary, show_aug) runs with, and the group choices.
+
+    ``key=value`` and ``group=option`` arguments work as for training, but there is no Hydra
+    run: nothing is written and no run directory is made. A bad argument becomes one
+    :class:`ConfigError` (Hydra's own message, which lists a group's options).
+    """
+    register_resolvers()
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=list(argv), return_hydra_config=True)
+    except HydraException as e:
+        problem = str(e).split("\nConfig search path:")[0].strip()
+        raise ConfigError(
+            problem, fix="arguments are key=value or group=option, as for train"
+        ) from None
+    choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None}
+    with open_dict(cfg):
+        del cfg["hydra"]  # its run-dir interpolations would claim a directory if resolved
+    return cfg, choices
 
 
 def build(node: DictConfig, what: str, **kwargs: Any) -> Any:

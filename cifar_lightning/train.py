@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lightning import log_filters
+from cifar_lightning import log_filters, tune
 from cifar_lightning.configs import CONFIG_DIR, build, register_resolvers
 from cifar_lightning.errors import ConfigError, exit_on_user_error
 from cifar_lightning.hparams_log import log_config_and_metrics
@@ -52,6 +52,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"loss.label_smoothing={cfg.loss.label_smoothing} must be in [0, 1).")
     if cfg.model.get("_target_") is None:
         raise ConfigError("no model chosen.", fix="add model=depthwise (see conf/model/)")
+    if cfg.get("test_ckpt", "best") not in ("best", "last"):
+        raise ConfigError(f"test_ckpt={cfg.test_ckpt} is not best or last.", fix="test_ckpt=last")
+    if cfg.get("tune", {}).get("lr_find"):
+        tune.check(cfg.tune, cfg.trainer)
 
 
 def resolve_precision(precision: Any, accelerator: str) -> Any:
@@ -135,6 +139,40 @@ def run_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def find_lr(cfg: DictConfig, datamodule: Any, output_dir: Path) -> tune.LRFindResult | None:
+    """``tune.lr_find=true``: an LR range test whose suggestion becomes optim.lr (and max_lr).
+
+    It trains a throwaway copy of the model inside a saved RNG state: the model built next
+    gets the same initial weights, and the run the same random streams, as a run given the
+    suggested LR on the command line.
+    """
+    with tune.rng_preserved():
+        model = build_model(cfg, datamodule)
+        kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+        kwargs["precision"] = resolve_precision(
+            kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
+        )
+        result = tune.lr_range_test(model, datamodule, kwargs, cfg.tune, output_dir)
+    if result is not None:
+        tune.use_lr(cfg, result.suggestion)
+    return result
+
+
+def checkpoint_to_test(cfg: DictConfig, best: str) -> str | None:
+    """The weights ``test`` measures: ``test_ckpt=best`` (by val/acc) or ``last`` (final)."""
+    if cfg.get("test_ckpt", "best") == "last":
+        return None
+    if not best:
+        log.warning("No best checkpoint was saved; testing the final weights.")
+        return None
+    if cfg.data.get("val_size") == 0:
+        log.warning(
+            "data.val_size=0 validates on the test set, so the 'best' checkpoint was picked by "
+            "test accuracy and its test number is optimistic; test_ckpt=last avoids that."
+        )
+    return "best"
+
+
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items())}
 
@@ -153,9 +191,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # prepares on rank zero before the other ranks set up.
         datamodule.prepare_data()
         datamodule.setup("fit")
+    lr_found = find_lr(cfg, datamodule, output_dir) if cfg.get("tune", {}).get("lr_find") else None
     model = build_model(cfg, datamodule)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     trainer = build_trainer(cfg, output_dir)
+    if lr_found is not None:
+        tune.log_figure(trainer.loggers, lr_found)
     log.info(
         "Data: %s; model: %s (%s parameters); run dir: %s",
         datamodule.describe(),
@@ -168,11 +209,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     fit_metrics = _floats(trainer.callback_metrics)
 
     test_metrics: dict[str, float] = {}
+    tested = None
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if cfg.get("test", True) and not trainer.interrupted:
-        if not best:
-            log.warning("No best checkpoint was saved; testing the final weights.")
-        trainer.test(model, datamodule=datamodule, ckpt_path="best" if best else None)
+        ckpt_path = checkpoint_to_test(cfg, best)
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        tested = "best" if ckpt_path else "last"
         test_metrics = {
             k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test/")
         }
@@ -190,6 +232,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "overrides": run_overrides(),
         "best_checkpoint": best or None,
+        "tested": tested,
+        "lr_find": lr_found.record() if lr_found is not None else None,
         "run_dir": str(output_dir),
     }
     if trainer.is_global_zero:
