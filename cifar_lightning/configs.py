@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -68,6 +69,18 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "train
     register_resolvers()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides or []))
+
+
+def chosen_option(group: str) -> str | None:
+    """The option picked for a config group in this Hydra run (``aug=crop_flip`` → "crop_flip").
+
+    None outside a Hydra run (a config composed by :func:`compose_config`), where Hydra keeps
+    no record of the choices.
+    """
+    if not HydraConfig.initialized():
+        return None
+    choice = HydraConfig.get().runtime.choices.get(group)
+    return str(choice) if choice is not None else None
 
 
 def build(node: DictConfig, what: str, **kwargs: Any) -> Any:
