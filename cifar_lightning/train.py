@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_lightning import log_filters
 from cifar_lightning.configs import CONFIG_DIR, build, register_resolvers
+from cifar_lightning.data import batched_aug
 from cifar_lightning.errors import ConfigError, exit_on_user_error
 from cifar_lightning.hparams_log import log_config_and_metrics
 from cifar_lightning.models.base import ImageClassifier
@@ -146,7 +147,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = build(cfg.data, "data", aug=build(cfg.aug.pipeline, "aug"))
+    datamodule = build(
+        cfg.data,
+        "data",
+        aug=build(cfg.aug.pipeline, "aug"),
+        batched_aug=batched_aug.from_config(cfg),
+        seed=cfg.seed,
+    )
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # Load and split before the Trainer exists, so missing data or a bad split size fails
         # before anything is written. A multi-process launch leaves it to Lightning, which
