@@ -31,6 +31,7 @@ from cifar_lightning.data import batched_aug
 from cifar_lightning.errors import ConfigError, exit_on_user_error
 from cifar_lightning.hparams_log import log_config_and_metrics
 from cifar_lightning.models.base import ImageClassifier
+from cifar_lightning.speed import speed_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ def resolve_precision(precision: Any, accelerator: str) -> Any:
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
     callbacks = [build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks += speed_callbacks(cfg)  # channels_last / compile (cifar_lightning/speed.py)
     # Lightning refuses a progress bar / summary callback when the Trainer flag turns it off;
     # honour the flag instead, so `trainer.enable_progress_bar=false` just works.
     if not cfg.trainer.get("enable_progress_bar", True):
