@@ -438,7 +438,9 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
         "batch_size": bench.batch_size,
         "precision": bench.precision,
         "channels_last": bool(cfg.channels_last),
-        "compile": compile_options(cfg.compile),
+        "compile": OmegaConf.to_container(cfg.compile)
+        if isinstance(cfg.compile, DictConfig)
+        else cfg.compile,
         "warmup_steps": bench.warmup,
         "steps": bench.steps,
         "flops_per_image": flops,

@@ -130,6 +130,7 @@ def test_device_loader_without_batched_aug_is_a_config_error():
         CIFAR10DataModule(**SIZES, loader="gpu")
 
 
+@pytest.mark.slow
 def test_train_with_the_device_loader(make_cfg):
     results = train(make_cfg("data.loader=device", "data.fake_train_size=300"))
     assert results["status"] == "completed"
