@@ -67,7 +67,10 @@ class SpeedSwitches(Callback):
 
     def __init__(self, channels_last: bool = False, compile: Any = False) -> None:
         if not isinstance(channels_last, bool):
-            raise ConfigError(f"channels_last={channels_last!r} must be true or false.")
+            raise ConfigError(
+                f"channels_last={channels_last!r} must be true or false.",
+                fix="channels_last=true or channels_last=false",
+            )
         self.channels_last = channels_last
         self.compile = compile_options(compile)
         self._compiled = False

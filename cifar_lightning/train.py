@@ -54,6 +54,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"loss.label_smoothing={cfg.loss.label_smoothing} must be in [0, 1).")
     if cfg.model.get("_target_") is None:
         raise ConfigError("no model chosen.", fix="add model=depthwise (see conf/model/)")
+    speed_callbacks(cfg)  # a bad compile= / channels_last= value fails here, before any work
 
 
 def resolve_precision(precision: Any, accelerator: str) -> Any:

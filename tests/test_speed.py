@@ -147,3 +147,16 @@ def test_compile_settings(value, expected):
 def test_bad_compile_setting_is_a_config_error():
     with pytest.raises(ConfigError, match="compile='fast' is not a compile setting"):
         compile_options("fast")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("compile=fast", "compile='fast' is not a compile setting"),
+        ("channels_last=2", "channels_last=2 must be true or false"),
+    ],
+)
+def test_bad_switches_stop_the_run_before_any_work(make_cfg, tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        train(make_cfg(override))
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
