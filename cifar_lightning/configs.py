@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -102,6 +103,18 @@ def compose_for_tool(argv: Sequence[str], config_name: str) -> tuple[DictConfig,
     with open_dict(cfg):
         del cfg["hydra"]  # its run-dir interpolations would claim a directory if resolved
     return cfg, choices
+
+
+def chosen_option(group: str) -> str | None:
+    """The option picked for a config group in this Hydra run (``aug=crop_flip`` → "crop_flip").
+
+    None outside a Hydra run (a config composed by :func:`compose_config`), where Hydra keeps
+    no record of the choices.
+    """
+    if not HydraConfig.initialized():
+        return None
+    choice = HydraConfig.get().runtime.choices.get(group)
+    return str(choice) if choice is not None else None
 
 
 def build(node: DictConfig, what: str, **kwargs: Any) -> Any:

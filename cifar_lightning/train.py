@@ -27,9 +27,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifar_lightning import log_filters, tune
 from cifar_lightning.configs import CONFIG_DIR, build, register_resolvers
+from cifar_lightning.data import batched_aug
 from cifar_lightning.errors import ConfigError, exit_on_user_error
 from cifar_lightning.hparams_log import log_config_and_metrics
 from cifar_lightning.models.base import ImageClassifier
+from cifar_lightning.speed import speed_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"test_ckpt={cfg.test_ckpt} is not best or last.", fix="test_ckpt=last")
     if cfg.get("tune", {}).get("lr_find"):
         tune.check(cfg.tune, cfg.trainer)
+    speed_callbacks(cfg)  # a bad compile= / channels_last= value fails here, before any work
 
 
 def resolve_precision(precision: Any, accelerator: str) -> Any:
@@ -70,6 +73,7 @@ def resolve_precision(precision: Any, accelerator: str) -> Any:
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
     callbacks = [build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks += speed_callbacks(cfg)  # channels_last / compile (cifar_lightning/speed.py)
     # Lightning refuses a progress bar / summary callback when the Trainer flag turns it off;
     # honour the flag instead, so `trainer.enable_progress_bar=false` just works.
     if not cfg.trainer.get("enable_progress_bar", True):
@@ -184,7 +188,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = build(cfg.data, "data", aug=build(cfg.aug.pipeline, "aug"))
+    datamodule = build(
+        cfg.data,
+        "data",
+        aug=build(cfg.aug.pipeline, "aug"),
+        batched_aug=batched_aug.from_config(cfg),
+        seed=cfg.seed,
+    )
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # Load and split before the Trainer exists, so missing data or a bad split size fails
         # before anything is written. A multi-process launch leaves it to Lightning, which
