@@ -25,11 +25,13 @@ from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lightning import log_filters
+from cifar_lightning import log_filters, sweeps
 from cifar_lightning.configs import CONFIG_DIR, build, register_resolvers
+from cifar_lightning.distributed import check_launch
 from cifar_lightning.errors import ConfigError, exit_on_user_error
 from cifar_lightning.hparams_log import log_config_and_metrics
 from cifar_lightning.models.base import ImageClassifier
+from cifar_lightning.run_record import RecordFailure, record_failure
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,8 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     try:
         return L.Trainer(
             **kwargs,
-            callbacks=build_callbacks(cfg),
+            # RecordFailure: a run that raises still leaves its metrics.json (status failed).
+            callbacks=[*build_callbacks(cfg), RecordFailure(cfg, device_name)],
             logger=build_loggers(cfg) or False,
             default_root_dir=str(output_dir),
         )
@@ -156,6 +159,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = build_model(cfg, datamodule)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     trainer = build_trainer(cfg, output_dir)
+    check_launch(trainer, in_sweep=sweeps.in_sweep())
     log.info(
         "Data: %s; model: %s (%s parameters); run dir: %s",
         datamodule.describe(),
@@ -231,11 +235,20 @@ def discard_unused_run_dir(run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    if sweeps.in_sweep():
+        # One job of many: its failure is recorded and fails this job only (cifar_lightning/
+        # sweeps.py); what it returns is what Optuna optimizes.
+        with sweeps.sweep_job(cfg):
+            return sweeps.optimized_value(cfg, train(cfg))
+    started = time.perf_counter()
     with exit_on_user_error():
         try:
             results = train(cfg)
         except ConfigError:
             discard_unused_run_dir(Path(cfg.paths.output_dir))
+            raise
+        except BaseException as error:
+            record_failure(cfg, error, time.perf_counter() - started)
             raise
     return results["metrics"].get(cfg.get("optimized_metric"))
 
