@@ -93,8 +93,8 @@ def check_launch(trainer: L.Trainer, in_sweep: bool) -> None:
         raise ConfigError(
             "trainer.strategy=ddp starts the other ranks by re-running the command line, which "
             "inside a sweep (-m) would re-run the whole sweep once per rank.",
-            fix="in a local sweep use trainer.strategy=ddp_spawn; on a cluster use "
-            "hydra/launcher=submitit_slurm with hydra.launcher.tasks_per_node = devices",
+            fix="in a local sweep use trainer.strategy=ddp_spawn; on SLURM use "
+            "hydra/launcher=submitit_slurm (it starts one task per device)",
         )
 
 

@@ -184,6 +184,26 @@ def test_submitit_local_runs_a_seed_study_in_separate_processes(tmp_path):
     assert (sweep_dir / "0" / ".hydra" / "config.yaml").exists()
 
 
+@pytest.mark.slow
+def test_a_user_error_fails_only_its_job(tmp_path):
+    """A bad value in one job used to sys.exit the whole sweep; now only that job fails."""
+    tiny = [o for o in TINY_CLI if not o.startswith("data.val_size")]
+    proc = run_cli(
+        "cifar_lightning.train",
+        "-m",
+        "data.val_size=100000,32",
+        *tiny,
+        f"paths.output_root={tmp_path}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1  # the sweep still says that a job failed
+    assert "error: data.val_size=100000 leaves no training images" in proc.stderr
+    (sweep_dir,) = tmp_path.glob("multirun/*/*")
+    jobs = records(sweep_dir)
+    assert jobs["0"]["status"] == "failed" and jobs["0"]["error"].startswith("ConfigError: ")
+    assert jobs["1"]["status"] == "completed"
+
+
 # --- failures, in process --------------------------------------------------------------------
 
 
