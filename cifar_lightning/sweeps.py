@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from joblib import effective_n_jobs
 from omegaconf import DictConfig
 
 from cifar_lightning.errors import ConfigError, UserError, report
@@ -46,12 +47,16 @@ def _plugin(kind: str) -> str:
     return str(HydraConfig.get()[kind].get("_target_", "")) if HydraConfig.initialized() else ""
 
 
-def parallel_jobs() -> int:
-    """Default ``hydra.launcher.n_jobs`` for joblib: one job per GPU.
+def parallel_jobs(n_jobs: int | None = None) -> int:
+    """How many jobs run at once: ``n_jobs`` in joblib's sense (-1: all CPUs) as a count.
 
-    Without a GPU, one job per 4 cores: a training job keeps several cores busy by itself
-    (torch's threads, the loader workers), so one job per core would only thrash.
+    Without ``n_jobs``, the joblib launcher's default: one job per GPU; without a GPU, one
+    per 4 cores (a training job keeps several cores busy by itself — torch's threads, the
+    loader workers — so one job per core would only thrash). Optuna's sweeper needs the
+    count itself: it asks for that many trials at a time.
     """
+    if n_jobs is not None:
+        return effective_n_jobs(int(n_jobs))
     gpus = torch.cuda.device_count()
     return gpus if gpus > 0 else max(1, (os.cpu_count() or 1) // 4)
 
