@@ -18,7 +18,9 @@ from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cifar_lightning.distributed import gpus_per_node, processes_per_node, shared_claim
 from cifar_lightning.errors import ConfigError, UserError
+from cifar_lightning.sweeps import parallel_jobs
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -42,8 +44,13 @@ def claim_dir(path: str) -> str:
 
     Two runs started within the same second would otherwise share (and overwrite) one
     timestamped directory. ``mkdir`` without ``exist_ok`` is atomic, so concurrent processes
-    cannot claim the same name.
+    cannot claim the same name. The processes of one distributed launch (torchrun) share
+    a single claim: see :mod:`cifar_lightning.distributed`.
     """
+    return shared_claim(path, _claim_fresh)
+
+
+def _claim_fresh(path: str) -> str:
     base, n = path, 0
     while True:
         candidate = base if n == 0 else f"{base}-{n}"
@@ -70,6 +77,16 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("claim_dir", claim_dir, use_cache=True)
     if not OmegaConf.has_resolver("uint8"):
         OmegaConf.register_new_resolver("uint8", uint8)
+    # Sweeps: ${mul:${optim.lr},10} scales a search range around the chosen optimizer's
+    # default; ${parallel_jobs:} is how many joblib jobs this machine runs at once.
+    if not OmegaConf.has_resolver("mul"):
+        OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
+    if not OmegaConf.has_resolver("parallel_jobs"):
+        OmegaConf.register_new_resolver("parallel_jobs", parallel_jobs)
+    # The submitit launchers ask the cluster for what the trainer will use.
+    if not OmegaConf.has_resolver("processes_per_node"):
+        OmegaConf.register_new_resolver("processes_per_node", processes_per_node)
+        OmegaConf.register_new_resolver("gpus_per_node", gpus_per_node)
 
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:

@@ -25,12 +25,14 @@ from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lightning import log_filters, tune
+from cifar_lightning import log_filters, sweeps, tune
 from cifar_lightning.configs import CONFIG_DIR, build, register_resolvers
 from cifar_lightning.data import batched_aug
+from cifar_lightning.distributed import check_launch
 from cifar_lightning.errors import ConfigError, exit_on_user_error
 from cifar_lightning.hparams_log import log_config_and_metrics
 from cifar_lightning.models.base import ImageClassifier
+from cifar_lightning.run_record import RecordFailure, record_failure
 from cifar_lightning.speed import speed_callbacks
 
 log = logging.getLogger(__name__)
@@ -114,7 +116,8 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     try:
         return L.Trainer(
             **kwargs,
-            callbacks=build_callbacks(cfg),
+            # RecordFailure: a run that raises still leaves its metrics.json (status failed).
+            callbacks=[*build_callbacks(cfg), RecordFailure(cfg, device_name)],
             logger=build_loggers(cfg) or False,
             default_root_dir=str(output_dir),
         )
@@ -207,6 +210,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg, output_dir)
     if lr_found is not None:
         tune.log_figure(trainer.loggers, lr_found)
+    check_launch(trainer, in_sweep=sweeps.in_sweep())
     log.info(
         "Data: %s; model: %s (%s parameters); run dir: %s",
         datamodule.describe(),
@@ -285,11 +289,20 @@ def discard_unused_run_dir(run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    if sweeps.in_sweep():
+        # One job of many: its failure is recorded and fails this job only (cifar_lightning/
+        # sweeps.py); what it returns is what Optuna optimizes.
+        with sweeps.sweep_job(cfg):
+            return sweeps.optimized_value(cfg, train(cfg))
+    started = time.perf_counter()
     with exit_on_user_error():
         try:
             results = train(cfg)
         except ConfigError:
             discard_unused_run_dir(Path(cfg.paths.output_dir))
+            raise
+        except BaseException as error:
+            record_failure(cfg, error, time.perf_counter() - started)
             raise
     return results["metrics"].get(cfg.get("optimized_metric"))
 
