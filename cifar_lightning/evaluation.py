@@ -98,6 +98,8 @@ class _Reservoir:
         to_uint8,
     ) -> None:
         """Offer the batch items at indices ``candidates``; decode only those kept."""
+        if self.size == 0:
+            return
         keep: dict[int, tuple[int, int]] = {}  # batch index -> (slot, position in stream)
         for i in candidates:
             if self.seen < self.size:

@@ -213,6 +213,7 @@ def predictions_figure(
         ax_bar.barh(range(len(probs)), probs, color=colors)
         ax_bar.set_yticks(range(len(probs)), labels, fontsize=8)
         ax_bar.set_xlim(0, 1)
+        ax_bar.set_xticks([0, 0.5, 1], ["0", "50%", "100%"])
         ax_bar.tick_params(axis="x", labelsize=7)
         for y, p in enumerate(probs):
             ax_bar.text(min(p + 0.02, 0.8), y, f"{p:.0%}", va="center", fontsize=7)

@@ -119,9 +119,29 @@ def test_cli(trained_run, tmp_path):
         results["metrics"]["test/acc"]
     )
     assert "Per-class accuracy" in proc.stdout and "top-1" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evaluate"], "no stray run dirs"
 
     bad = run_cli("cifar_lightning.evaluate", "ckpt_path=missing.ckpt", *common, cwd=tmp_path)
     assert bad.returncode == 1
     assert "error: checkpoint" in bad.stderr and "does not exist" in bad.stderr
     assert "Traceback" not in bad.stderr + bad.stdout
     assert len(list(tmp_path.glob("evaluate/*/*"))) == 1, "a failed evaluate leaves no run dir"
+
+
+def test_data_config_from_the_record_and_overrides():
+    from omegaconf import OmegaConf
+
+    from cifar_lightning.evaluate import data_config
+
+    record = {"config": {"data": {"_target_": "x.DM", "source": "fake", "batch_size": 128}}}
+    overrides = OmegaConf.create({"source": None, "batch_size": 16, "root": None})
+    assert data_config(record, overrides) == {
+        "_target_": "x.DM",
+        "source": "fake",
+        "batch_size": 16,
+    }
+    # A checkpoint that does not say which data it saw needs to be told.
+    with pytest.raises(ConfigError, match="does not record which data"):
+        data_config({"config": None}, overrides)
+    told = data_config({"config": None}, OmegaConf.create({"source": "fake"}))
+    assert told == {"source": "fake", "_target_": "cifar_lightning.data.CIFAR10DataModule"}
