@@ -23,9 +23,13 @@ FAST_CLI = [
     "data.batch_size=32",
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.num_sanity_val_steps=0",
     "trainer.enable_model_summary=false",
     "trainer.enable_progress_bar=false",
     "~callbacks.evaluation_figures",
+    "~callbacks.training_curves",
 ]
 
 
