@@ -114,18 +114,20 @@ class ImageClassifier(L.LightningModule):
         every = trainer.log_every_n_steps
         return every > 0 and (self.global_step + 1) % every == 0
 
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, logits, y = self._shared_step(batch)
         self.val_loss(loss)
         self.val_acc(logits, y)
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+        # The logits go to callbacks (on_validation_batch_end): confusion matrix, pictures.
+        return logits
 
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
-    def test_step(self, batch, batch_idx: int) -> None:
+    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, logits, y = self._shared_step(batch)
         self.test_loss(loss)
         self.test_acc(logits, y)
@@ -133,6 +135,7 @@ class ImageClassifier(L.LightningModule):
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True, prog_bar=True)
         self.log("test/acc_top5", self.test_acc_top5, on_step=False, on_epoch=True)
+        return logits
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)(
