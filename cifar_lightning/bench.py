@@ -459,11 +459,23 @@ def pipeline_steps(pipeline) -> str:
 
 
 def run_aug(cfg: DictConfig) -> dict[str, Any]:
-    """Augmentation alone, on the CPU: per-image PIL, per-image tensor, batched."""
+    """Augmentation alone, on the CPU: per-image PIL, per-image tensor, batched.
+
+    On ``bench.aug_threads`` torch threads, put back afterwards: a caller in the same process
+    (a notebook, the test suite) must not train on one thread from then on.
+    """
     threads = int(cfg.bench.aug_threads)
     if threads < 1:
         raise ConfigError(f"bench.aug_threads={threads} must be at least 1.")
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _run_aug(cfg, threads)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_aug(cfg: DictConfig, threads: int) -> dict[str, Any]:
     batched = batched_aug.from_config(cfg, needed_by="the benchmark's batched pipeline")
     datamodule: CIFAR10DataModule = build(cfg.data, "data", aug=None, seed=cfg.seed)
     datamodule.prepare_data()
