@@ -12,6 +12,11 @@ from torch.utils.data import DataLoader
 
 from cifar_lightning.data.datasets import ArrayDataset
 from cifar_lightning.data.imagefolder import load_imagefolder
+from cifar_lightning.data.resumable import (
+    ResumableTrainLoader,
+    ignore_interrupts,
+    resumable_loader,
+)
 from cifar_lightning.data.sources import (
     CIFAR10_CLASSES,
     Splits,
@@ -35,7 +40,7 @@ def default_num_workers() -> int:
     return min(cpus, 8)
 
 
-class CIFAR10DataModule(L.LightningDataModule):
+class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
     """CIFAR-10 from ``source`` (cifar10 | imagefolder | fake).
 
     ``prepare_data`` only downloads or decodes (once, on one process); ``setup`` loads the
@@ -62,6 +67,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         fake_train_size: int = 2000,
         fake_test_size: int = 500,
         aug: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        shuffle_seed: int = 0,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
@@ -99,6 +105,9 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.fake_sizes = (fake_train_size, fake_test_size)
         self.aug = aug
+        # Training order and augmentation are drawn from (shuffle_seed, epoch, position) —
+        # data/resumable.py — so a run resumed mid-epoch sees the same batches.
+        self.shuffle_seed = shuffle_seed
         self._splits: Splits | None = None
         self.train_set: ArrayDataset | None = None
         self.val_set: ArrayDataset | None = None
@@ -173,18 +182,21 @@ class CIFAR10DataModule(L.LightningDataModule):
     def _loader(self, dataset: ArrayDataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,  # a ragged last batch would skew BatchNorm statistics
-            num_workers=self.num_workers,
-            pin_memory=self._pin(),
-            persistent_workers=self.num_workers > 0,
-        )
+        workers = {
+            "num_workers": self.num_workers,
+            "pin_memory": self._pin(),
+            "persistent_workers": self.num_workers > 0,
+            "worker_init_fn": ignore_interrupts if self.num_workers > 0 else None,
+        }
+        if train:
+            return resumable_loader(
+                dataset, batch_size=self.batch_size, seed=self.shuffle_seed, **workers
+            )
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, **workers)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
+        # track(): the loader's position is saved with the DataModule, for exact resume.
+        return self.track(self._loader(self.train_set, train=True))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)
