@@ -9,10 +9,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import shutil
+import signal
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +26,21 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lightning import log_filters
+from cifar_lightning import log_filters, resume, validation
+from cifar_lightning.callbacks import CheckpointOnInterrupt
+from cifar_lightning.checkpoints import SafeCheckpointIO
 from cifar_lightning.configs import CONFIG_DIR, build, register_resolvers
-from cifar_lightning.errors import ConfigError, exit_on_user_error
+from cifar_lightning.errors import (
+    ConfigError,
+    RunInterrupted,
+    TrainingDiverged,
+    UserError,
+    exit_on_user_error,
+)
 from cifar_lightning.hparams_log import log_config_and_metrics
 from cifar_lightning.models.base import ImageClassifier
 
@@ -38,20 +51,12 @@ log_filters.install()
 
 
 def validate(cfg: DictConfig) -> None:
-    """Reject values that would only fail (or silently misbehave) after minutes of work."""
-    lr = cfg.optim.get("lr")
-    if lr is not None and not lr > 0:
-        raise ConfigError(f"optim.lr={lr} must be positive.", fix="e.g. optim.lr=0.05")
-    epochs = cfg.trainer.get("max_epochs")
-    if epochs is not None and (epochs == 0 or epochs < -1):
-        raise ConfigError(
-            f"trainer.max_epochs={epochs} trains nothing.",
-            fix="use a positive number of epochs (or -1 with trainer.max_steps)",
-        )
-    if not 0.0 <= cfg.loss.label_smoothing < 1.0:
-        raise ConfigError(f"loss.label_smoothing={cfg.loss.label_smoothing} must be in [0, 1).")
-    if cfg.model.get("_target_") is None:
-        raise ConfigError("no model chosen.", fix="add model=depthwise (see conf/model/)")
+    """Reject values that would only fail (or silently misbehave) after minutes of work.
+
+    The checks live in validation.py; the command line also runs them before Hydra makes a
+    run directory (``main``).
+    """
+    validation.check(cfg)
 
 
 def resolve_precision(precision: Any, accelerator: str) -> Any:
@@ -94,7 +99,7 @@ def build_model(cfg: DictConfig, datamodule: Any) -> ImageClassifier:
             mean=list(datamodule.mean),
             std=list(datamodule.std),
         )
-    except TypeError as e:  # e.g. +model.typo=1
+    except (TypeError, ValueError) as e:  # e.g. +model.typo=1, model.dropout=2
         raise ConfigError(f"model: {e}", fix=f"see the arguments of {model_cls.__name__}") from None
 
 
@@ -103,16 +108,21 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     kwargs["precision"] = resolve_precision(
         kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
     )
+    plugins = kwargs.pop("plugins", None) or []
+    # Checkpoints are written atomically and read weights-only (checkpoints.py).
+    plugins = [*(plugins if isinstance(plugins, list) else [plugins]), SafeCheckpointIO()]
     try:
         return L.Trainer(
             **kwargs,
-            callbacks=build_callbacks(cfg),
+            # ResumableRun: what a resumed run needs to match an uninterrupted one (resume.py).
+            callbacks=[*build_callbacks(cfg), resume.ResumableRun(cfg.seed)],
             logger=build_loggers(cfg) or False,
             default_root_dir=str(output_dir),
+            plugins=plugins,
         )
-    except TypeError as e:  # an unknown trainer.* key
+    except (TypeError, ValueError, MisconfigurationException) as e:  # an unknown key or value
         raise ConfigError(
-            f"trainer: {e}", fix="see lightning.pytorch.Trainer's arguments"
+            f"trainer: {str(e).strip()}", fix="see lightning.pytorch.Trainer's arguments"
         ) from None
 
 
@@ -140,22 +150,32 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, then test on the best checkpoint; returns (and writes) the run's results."""
+    """Fit, then test on the best checkpoint; returns (and writes) the run's results.
+
+    With ``resume`` / ``ckpt_path`` set, fitting continues from that checkpoint (resume.py).
+    A diverged run (NaN loss) and an interrupted one (SIGTERM, Ctrl-C) still write
+    ``metrics.json`` — status ``failed`` / ``interrupted`` — before their error is raised.
+    """
     started = time.perf_counter()
     validate(cfg)
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
 
+    # The Trainer first: a bad trainer.* value fails before minutes of data loading.
+    trainer = build_trainer(cfg, output_dir)
     datamodule = build(cfg.data, "data", aug=build(cfg.aug.pipeline, "aug"))
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        # Load and split before the Trainer exists, so missing data or a bad split size fails
-        # before anything is written. A multi-process launch leaves it to Lightning, which
-        # prepares on rank zero before the other ranks set up.
+        # Load and split before fitting, so missing data or a bad split size fails before
+        # anything is written. A multi-process launch leaves it to Lightning, which prepares
+        # on rank zero before the other ranks set up.
         datamodule.prepare_data()
         datamodule.setup("fit")
     model = build_model(cfg, datamodule)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
-    trainer = build_trainer(cfg, output_dir)
+    ckpt_path = resume.checkpoint_to_load(cfg, model)
+    if cfg.get("resume"):
+        # Expected when continuing a run in its own directory.
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     log.info(
         "Data: %s; model: %s (%s parameters); run dir: %s",
         datamodule.describe(),
@@ -164,7 +184,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         output_dir,
     )
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    def finish(status: str, metrics: dict[str, float], **extra: Any) -> dict[str, Any]:
+        return write_results(cfg, trainer, model, started, status, metrics, **extra)
+
+    interrupt = next((c for c in trainer.callbacks if isinstance(c, CheckpointOnInterrupt)), None)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except TrainingDiverged as error:
+        finish("failed", _floats(trainer.callback_metrics), error=error.problem)
+        raise
+    except SIGTERMException:
+        raise interrupted(cfg, trainer, interrupt, finish) from None
+    if interrupt is not None and interrupt.signal is not None:  # came after the last step
+        raise interrupted(cfg, trainer, interrupt, finish)
     fit_metrics = _floats(trainer.callback_metrics)
 
     test_metrics: dict[str, float] = {}
@@ -172,33 +204,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("test", True) and not trainer.interrupted:
         if not best:
             log.warning("No best checkpoint was saved; testing the final weights.")
-        trainer.test(model, datamodule=datamodule, ckpt_path="best" if best else None)
+        # The path, not "best": with several ModelCheckpoints Lightning would warn.
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         test_metrics = {
             k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test/")
         }
-
-    results = {
-        "status": "interrupted" if trainer.interrupted else "completed",
-        "metrics": {**fit_metrics, **test_metrics},
-        "params": model.num_parameters,
-        "model": type(model).__name__,
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "wall_time_s": round(time.perf_counter() - started, 2),
-        "device": device_name(trainer),
-        "precision": str(trainer.precision),
-        "seed": cfg.seed,
-        "overrides": run_overrides(),
-        "best_checkpoint": best or None,
-        "run_dir": str(output_dir),
-    }
+    status = "interrupted" if trainer.interrupted else "completed"
+    results = finish(status, {**fit_metrics, **test_metrics})
     if trainer.is_global_zero:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
-        # The full config beside the final numbers: TensorBoard's HPARAMS tab compares runs.
-        log_config_and_metrics(
-            trainer.loggers, OmegaConf.to_container(cfg, resolve=True), results["metrics"]
-        )
         log.info(
             "Results in %s: %s",
             output_dir / "metrics.json",
@@ -209,6 +222,75 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             },
         )
     return results
+
+
+def write_results(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    model: ImageClassifier,
+    started: float,
+    status: str,
+    metrics: dict[str, float],
+    **extra: Any,
+) -> dict[str, Any]:
+    """``metrics.json`` (and the HPARAMS tab): whatever the run reached, with its status."""
+    output_dir = Path(cfg.paths.output_dir)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    results = {
+        "status": status,
+        # NaN is not JSON: a diverged run reports its non-finite values as null.
+        "metrics": {k: (v if math.isfinite(v) else None) for k, v in metrics.items()},
+        "params": model.num_parameters,
+        "model": type(model).__name__,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "device": device_name(trainer),
+        "precision": str(trainer.precision),
+        "seed": cfg.seed,
+        "overrides": run_overrides(),
+        "best_checkpoint": best if best and Path(best).is_file() else None,
+        "run_dir": str(output_dir),
+        **extra,
+    }
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        # The full config beside the final numbers: TensorBoard's HPARAMS tab compares runs.
+        log_config_and_metrics(
+            trainer.loggers,
+            OmegaConf.to_container(cfg, resolve=True),
+            {k: v for k, v in results["metrics"].items() if v is not None},
+        )
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                # A resumed session logged again what the crashed one logged after its last
+                # checkpoint: keep one value per step.
+                resume.drop_superseded_events(logger.log_dir)
+    return results
+
+
+def interrupted(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    interrupt: CheckpointOnInterrupt | None,
+    finish: Any,
+) -> RunInterrupted:
+    """Record an interrupted run and say how to continue it."""
+    signum = interrupt.signal if interrupt is not None and interrupt.signal else signal.SIGTERM
+    name = signal.Signals(signum).name
+    saved = interrupt.saved_path if interrupt is not None else None
+    command = f"python -m cifar_lightning.train resume={cfg.paths.output_dir}"
+    finish("interrupted", _floats(trainer.callback_metrics), resume_with=command)
+    where = (
+        f"{saved} holds step {interrupt.saved_step}" if saved and interrupt else "last.ckpt, if any"
+    )
+    return RunInterrupted(
+        f"training stopped on {name} at step {trainer.global_step} (epoch "
+        f"{trainer.current_epoch}); {where}.",
+        fix=f"continue it with: {command}",
+        signum=signum,
+    )
 
 
 def discard_unused_run_dir(run_dir: Path) -> None:
@@ -230,14 +312,34 @@ def discard_unused_run_dir(run_dir: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     with exit_on_user_error():
         try:
             results = train(cfg)
-        except ConfigError:
-            discard_unused_run_dir(Path(cfg.paths.output_dir))
+        except KeyboardInterrupt:  # Ctrl-C before training started (e.g. decoding data)
+            if not cfg.get("resume"):
+                discard_unused_run_dir(Path(cfg.paths.output_dir))
+            raise RunInterrupted("interrupted before training started.", signum=2) from None
+        except UserError:
+            # A run rejected before it trained leaves nothing behind; a resumed run's
+            # directory is the earlier run's and is never removed.
+            if not cfg.get("resume"):
+                discard_unused_run_dir(Path(cfg.paths.output_dir))
             raise
     return results["metrics"].get(cfg.get("optimized_metric"))
+
+
+def main() -> None:
+    """``python -m cifar_lightning.train`` / ``cifar-train``.
+
+    The command line is checked (and ``resume=RUN_DIR`` expanded) before Hydra composes it
+    and makes a run directory: a bad value costs one message, exit code 2, and leaves no trace.
+    """
+    with exit_on_user_error():
+        args = resume.expand_argv(sys.argv[1:])
+        validation.preflight(args)
+    sys.argv = [sys.argv[0], *args]
+    hydra_main()
 
 
 if __name__ == "__main__":
