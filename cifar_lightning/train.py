@@ -283,7 +283,9 @@ def interrupted(
     command = f"python -m cifar_lightning.train resume={cfg.paths.output_dir}"
     finish("interrupted", _floats(trainer.callback_metrics), resume_with=command)
     where = (
-        f"{saved} holds step {interrupt.saved_step}" if saved and interrupt else "last.ckpt, if any"
+        f"{saved} holds step {interrupt.saved_step}"
+        if saved and interrupt
+        else "nothing was saved on the way out; the last periodic checkpoint is kept"
     )
     return RunInterrupted(
         f"training stopped on {name} at step {trainer.global_step} (epoch "

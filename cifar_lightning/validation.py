@@ -39,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from cifar_lightning.configs import build, compose_config
+from cifar_lightning.data.datamodule import check_split
 from cifar_lightning.errors import ConfigError
 
 # Images in the training set of the sources whose size is known before loading them.
@@ -128,6 +129,8 @@ def _type_ok(value: Any, kind: str) -> bool:
     return isinstance(value, int) if kind == "int" else isinstance(value, int | float)
 
 
+# What to suggest when a whole group was removed (~optim).
+DEFAULTS = {"model": "depthwise", "optim": "sgd", "data": "cifar10", "aug": "crop_flip"}
 TYPE_NAMES = {"int": "a whole number", "number": "a number", "bool": "true or false", "str": "text"}
 
 
@@ -178,26 +181,13 @@ def check_values(cfg: DictConfig) -> None:
     _check_split(cfg.data)
 
 
-DEFAULTS = {"model": "depthwise", "optim": "sgd", "data": "cifar10", "aug": "crop_flip"}
-
-
 def _check_split(data: DictConfig) -> None:
     """val_size and batch_size against the training set, where its size is known up front."""
     source = data.get("source")
     n = data.get("fake_train_size") if source == "fake" else KNOWN_TRAIN_SIZES.get(source)
     if n is None:
         return  # an image folder: checked once it is loaded (CIFAR10DataModule.setup)
-    if data.val_size >= n:
-        raise ConfigError(
-            f"data.val_size={data.val_size} leaves no training images (the training set has {n}).",
-            fix=f"use a data.val_size below {n} (0 validates on the test set)",
-        )
-    if n - data.val_size < data.batch_size:
-        raise ConfigError(
-            f"data.batch_size={data.batch_size} is larger than the training split "
-            f"({n - data.val_size} images), so an epoch would have no full batch.",
-            fix="lower data.batch_size or data.val_size",
-        )
+    check_split(n, data.val_size, data.batch_size)
 
 
 def _cause(error: BaseException) -> BaseException:

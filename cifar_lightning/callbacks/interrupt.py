@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,12 @@ log = logging.getLogger(__name__)
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 
 
-class CheckpointOnInterrupt(Checkpoint):
+class CheckpointOnInterrupt(Callback):
     """Saves ``dirpath/filename.ckpt`` at the first clean point after SIGTERM or SIGINT.
 
     After the run, ``signal`` is the signal that stopped it (or None) and ``saved_path`` /
-    ``saved_step`` say what was saved.
+    ``saved_step`` say what was saved. A plain Callback, not a Lightning ``Checkpoint``: it
+    must never be taken for the run's ``trainer.checkpoint_callback`` (the best model).
     """
 
     FILE_EXTENSION = ".ckpt"

@@ -40,6 +40,25 @@ def default_num_workers() -> int:
     return min(cpus, 8)
 
 
+def check_split(train_size: int, val_size: int, batch_size: int) -> None:
+    """The split must leave training images, and at least one full batch of them.
+
+    Also called before any data is loaded (validation.py) where the size is known up front.
+    """
+    if val_size >= train_size:
+        raise ConfigError(
+            f"data.val_size={val_size} leaves no training images "
+            f"(the training set has {train_size}).",
+            fix=f"use a data.val_size below {train_size} (0 validates on the test set)",
+        )
+    if train_size - val_size < batch_size:
+        raise ConfigError(
+            f"data.batch_size={batch_size} is larger than the training split "
+            f"({train_size - val_size} images), so an epoch would have no full batch.",
+            fix="lower data.batch_size or data.val_size",
+        )
+
+
 class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
     """CIFAR-10 from ``source`` (cifar10 | imagefolder | fake).
 
@@ -147,18 +166,7 @@ class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
                 fix="set data.classes to the data's class names in label order",
             )
         n = len(data.train)
-        if self.val_size >= n:
-            raise ConfigError(
-                f"data.val_size={self.val_size} leaves no training images "
-                f"(the training set has {n}).",
-                fix=f"use a data.val_size below {n} (0 validates on the test set)",
-            )
-        if n - self.val_size < self.batch_size:
-            raise ConfigError(
-                f"data.batch_size={self.batch_size} is larger than the training split "
-                f"({n - self.val_size} images), so an epoch would have no full batch.",
-                fix="lower data.batch_size or data.val_size",
-            )
+        check_split(n, self.val_size, self.batch_size)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
         val_idx, train_idx = perm[: self.val_size].numpy(), perm[self.val_size :].numpy()
         train_tf = train_transform(self.aug, self.mean, self.std)
