@@ -30,12 +30,12 @@ import lightning as L
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto import event_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from cifar_lightning.checkpoints import check_resumable, read_checkpoint
+from cifar_lightning.checkpoints import RECORD_KEY, check_resumable, read_checkpoint
 from cifar_lightning.data.resumable import derive_seed
 from cifar_lightning.errors import CheckpointError, ConfigError
 
@@ -69,8 +69,8 @@ def newest_run_with_checkpoint(output_root: Path) -> Path | None:
 def expand_argv(args: list[str]) -> list[str]:
     """The command line with ``resume=RUN_DIR`` expanded; unchanged without it.
 
-    Checks that RUN_DIR is a run and its checkpoint is readable first: a mistyped resume must
-    fail before Hydra rewrites the run's ``.hydra/`` bookkeeping.
+    Checks that RUN_DIR is a run: a mistyped resume must fail before Hydra rewrites the
+    run's ``.hydra/`` bookkeeping (as must a bad checkpoint: :func:`check_before_run`).
     """
     resume = _value(args, "resume")
     ckpt_path = _value(args, "ckpt_path")
@@ -111,17 +111,6 @@ def expand_argv(args: list[str]) -> list[str]:
         original = yaml.safe_load(overrides_file.read_text()) or []
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"cannot read {overrides_file} ({e}).") from None
-    # The checkpoint must be sound before anything in the run directory is touched.
-    checkpoint = resume_checkpoint(run_dir, ckpt_path)
-    try:
-        read_checkpoint(checkpoint)
-    except CheckpointError as error:
-        others = sorted(p for p in (run_dir / "checkpoints").glob("*.ckpt") if p != checkpoint)
-        if others:
-            error.fix = f"continue from another of the run's checkpoints: resume={resume} " + (
-                f"ckpt_path={others[-1]}"
-            )
-        raise
     given = {override_key(a) for a in args if not a.startswith("-")}
     kept = [o for o in original if override_key(o) not in given | set(RESUME_KEYS)]
     return [*kept, *args, f"hydra.run.dir={_quote(run_dir.resolve())}"]
@@ -146,6 +135,7 @@ def checkpoint_to_load(cfg: DictConfig, model: torch.nn.Module) -> str | None:
         return None
     checkpoint = read_checkpoint(path)
     check_resumable(checkpoint, path, model)
+    check_same_run(checkpoint, path, cfg)
     log.info(
         "Resuming from %s (epoch %s, step %s).",
         path,
@@ -153,6 +143,99 @@ def checkpoint_to_load(cfg: DictConfig, model: torch.nn.Module) -> str | None:
         checkpoint.get("global_step"),
     )
     return str(path)
+
+
+# What a continued run must keep: the checkpoint's optimizer state, schedule and data order
+# belong to these values. (trainer.* limits, logging, callbacks and workers may change.)
+FIXED = (
+    "seed",
+    "model",
+    "optim",
+    "sched",
+    "aug",
+    "loss",
+    "data.source",
+    "data.root",
+    "data.classes",
+    "data.val_size",
+    "data.split_seed",
+    "data.shuffle_seed",
+    "data.batch_size",
+    "trainer.accumulate_grad_batches",
+)
+# The run's length: a schedule (one-cycle, cosine) was laid out for it.
+LENGTH = ("trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches")
+
+
+def _select(config: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return None
+        config = config[part]
+    return config
+
+
+def check_same_run(checkpoint: dict[str, Any], path: Path, cfg: DictConfig) -> None:
+    """Refuse to continue a checkpoint under a config that would make it another run.
+
+    A different model, optimizer, schedule or data order would either fail deep in
+    Lightning or silently train something that is neither run; a new length breaks a
+    schedule laid out for the old one (one-cycle refuses to step past its end).
+    """
+    recorded = (checkpoint.get(RECORD_KEY) or {}).get("config")
+    if not recorded:
+        return
+    current = OmegaConf.to_container(cfg, resolve=True)
+    scheduled = bool(_select(current, "sched.scheduler"))
+    for section in (LENGTH if scheduled else ()) + FIXED:
+        old, new = _select(recorded, section), _select(current, section)
+        if old != new:
+            key, old, new = _first_difference(section, old, new)
+            why = (
+                "its learning-rate schedule was laid out for the original length"
+                if key in LENGTH
+                else "the checkpoint's weights, optimizer state and data order belong to it"
+            )
+            raise ConfigError(
+                f"{path} cannot continue with {key} changed ({_short(old)} -> {_short(new)}): "
+                f"{why}.",
+                fix=f"drop the {key} override to continue the run as it was"
+                + (", or use sched=none / sched=step to extend a run" if key in LENGTH else "")
+                + "; or start a new run",
+            )
+
+
+def _first_difference(key: str, old: Any, new: Any) -> tuple[str, Any, Any]:
+    """``model`` {dropout: 0.05} vs {dropout: 0.5} -> ("model.dropout", 0.05, 0.5)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new)):
+            if old.get(k) != new.get(k):
+                return _first_difference(f"{key}.{k}", old.get(k), new.get(k))
+    return key, old, new
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_before_run(cfg: DictConfig) -> None:
+    """For ``resume=``: the checkpoint is sound and fits the config, before Hydra writes."""
+    if not cfg.get("resume"):
+        return
+    run_dir = Path(cfg.resume).expanduser()
+    path = resume_checkpoint(run_dir, cfg.get("ckpt_path"))
+    try:
+        checkpoint = read_checkpoint(path)
+    except CheckpointError as error:
+        others = sorted(p for p in (run_dir / "checkpoints").glob("*.ckpt") if p != path)
+        if others:
+            error.fix = (
+                f"continue from another of the run's checkpoints: resume={cfg.resume} "
+                f"ckpt_path={others[-1]}"
+            )
+        raise
+    check_same_run(checkpoint, path, cfg)
 
 
 class ResumableRun(Callback):

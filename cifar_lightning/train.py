@@ -339,7 +339,9 @@ def main() -> None:
     """
     with exit_on_user_error():
         args = resume.expand_argv(sys.argv[1:])
-        validation.preflight(args)
+        cfg = validation.preflight(args)
+        if cfg is not None:
+            resume.check_before_run(cfg)
     sys.argv = [sys.argv[0], *args]
     hydra_main()
 

@@ -254,14 +254,16 @@ def check(cfg: DictConfig) -> None:
 HYDRA_FLAG = re.compile(r"^-")
 
 
-def preflight(args: Sequence[str]) -> None:
+def preflight(args: Sequence[str]) -> DictConfig | None:
     """Compose and check the command line's config; raise ConfigError on the first problem.
+
+    Returns the composed config (``paths.output_dir`` is a placeholder), or None when skipped.
 
     Skipped for Hydra's own flags (``--cfg``, ``--help``, ``-m`` …): those print, or sweep,
     and each job of a sweep is checked when it starts.
     """
     if any(HYDRA_FLAG.match(a) for a in args):
-        return
+        return None
     overrides = [a for a in args if not override_is_hydras(a)]
     for override in overrides:
         try:
@@ -285,6 +287,7 @@ def preflight(args: Sequence[str]) -> None:
     with open_dict(cfg):
         cfg.paths.output_dir = "<run dir>"  # ${hydra:runtime.output_dir} needs a Hydra run
     check(cfg)
+    return cfg
 
 
 def override_is_hydras(override: str) -> bool:

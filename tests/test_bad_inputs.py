@@ -187,6 +187,13 @@ CASES = [
     ("resume_not_a_run", ["resume={not_a_run}"], 2, "is not a run directory"),
     ("resume_bad_value", ["resume={good}", "trainer.max_epochs=0"], 2, "max_epochs=0 trains"),
     ("resume_in_sweep", ["-m", "resume={good}"], 2, "cannot be part of a -m/--multirun sweep"),
+    (
+        "resume_longer_one_cycle",
+        ["resume={good}", "trainer.max_epochs=3"],
+        2,
+        "cannot continue with trainer.max_epochs changed (1 -> 3)",
+    ),
+    ("resume_other_model", ["resume={good}", "model.dropout=0.5"], 2, "dropout changed (0.05 ->"),
     # --- data: exit 1, naming the file and the fix ---
     ("root_missing", ["data=imagefolder", "data.root=no/such/dir"], 1, "does not exist"),
     ("corrupt_image", ["data.root={corrupt}"], 1, "train/a/broken.jpg is not a readable image"),

@@ -39,8 +39,9 @@ RUN = [
     "callbacks.periodic_checkpoint.train_time_interval=null",
     "callbacks.periodic_checkpoint.every_n_train_steps=5",
     "seed=3",
-    # Events on disk at once, so that a kill leaves steps logged after the last checkpoint.
-    "+logger.tensorboard.flush_secs=0",
+    # Events on disk within 50 ms, so that a kill leaves steps logged after the last
+    # checkpoint. (0 would make TensorBoard's writer thread spin, slowing everything.)
+    "+logger.tensorboard.flush_secs=0.05",
 ]
 
 
@@ -71,15 +72,28 @@ def logged_steps(run_dir: Path, tag: str = "train/loss") -> list[int]:
     return event_steps(run_dir / "tensorboard", tag)
 
 
-def wait_for(condition, proc: subprocess.Popen, timeout: float = 600) -> None:
+def wait_for(condition, proc: subprocess.Popen, run: Path, timeout: float = 600) -> None:
+    """Poll until ``condition()`` holds, and return with the process stopped (SIGSTOP) there.
+
+    Once the process writes its TensorBoard events it is stepped in short slices, with a
+    check between slices, so that no state it passes through is missed (a whole run here
+    takes about a second).
+    """
     deadline = time.monotonic() + timeout
-    while not condition():
+    while True:
         if proc.poll() is not None:
             pytest.fail(f"the run ended before it could be interrupted:\n{proc.stderr.read()}")
         if time.monotonic() > deadline:
             proc.kill()
             pytest.fail("the run made no progress")
-        time.sleep(0.05)
+        training = any((run / "tensorboard").glob(f"events.out.tfevents.*.{proc.pid}.*"))
+        if training:
+            proc.send_signal(signal.SIGSTOP)
+        if training and condition():
+            return
+        if training:
+            proc.send_signal(signal.SIGCONT)
+        time.sleep(0.01 if training else 0.05)
 
 
 def checkpoint_step(path: Path) -> int:
@@ -128,8 +142,9 @@ def test_sigterm_then_kill_9_then_resume_ends_like_an_uninterrupted_run(referenc
 
     # 1. SIGTERM early in epoch 0: the step is finished, saved, and the run says how to go on.
     proc = start([*RUN, f"hydra.run.dir={run}"], tmp_path)
-    wait_for(lambda: max(logged_steps(run), default=-1) >= 1, proc)
+    wait_for(lambda: max(logged_steps(run), default=-1) >= 1, proc, run)
     proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "error: training stopped on SIGTERM at step" in stderr
@@ -141,8 +156,7 @@ def test_sigterm_then_kill_9_then_resume_ends_like_an_uninterrupted_run(referenc
     assert checkpoint_step(last) == stopped  # the checkpoint holds the step it stopped at
 
     # 2. Resume it, then kill -9 once a mid-epoch checkpoint exists and steps after it are
-    # logged: the crash leaves them behind, the next resume must replace them. SIGSTOP
-    # first, so that what is on disk cannot change between the check and the kill.
+    # logged: the crash leaves them behind, the next resume must replace them.
     proc = start([f"resume={run}"], tmp_path)
 
     def orphans_on_disk() -> bool:
@@ -153,16 +167,7 @@ def test_sigterm_then_kill_9_then_resume_ends_like_an_uninterrupted_run(referenc
             and max(logged_steps(run), default=-1) >= step + 1
         )
 
-    def frozen_with_orphans() -> bool:
-        if not orphans_on_disk():
-            return False
-        proc.send_signal(signal.SIGSTOP)
-        if orphans_on_disk():
-            return True
-        proc.send_signal(signal.SIGCONT)
-        return False
-
-    wait_for(frozen_with_orphans, proc)
+    wait_for(orphans_on_disk, proc, run)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert max(logged_steps(run)) > checkpoint_step(last)  # steps the crash left behind
