@@ -92,7 +92,15 @@ class CheckpointOnInterrupt(Callback):
         lightning_handler = self._previous.get(signal.SIGTERM)
         self._restore()
         if callable(lightning_handler):
-            lightning_handler(signal.SIGTERM, None)  # sets trainer.received_sigterm
+            # It sets trainer.received_sigterm; its "Received SIGTERM" line would only
+            # repeat (or, for Ctrl-C, contradict) what we logged.
+            quiet = logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector")
+            level = quiet.level
+            quiet.setLevel(logging.WARNING)
+            try:
+                lightning_handler(signal.SIGTERM, None)
+            finally:
+                quiet.setLevel(level)
         else:  # no Lightning handler (e.g. not the main thread): stop here ourselves
             raise SIGTERMException()
 
@@ -107,7 +115,7 @@ class CheckpointOnInterrupt(Callback):
             self._save_and_stop(trainer)
 
     def _save_and_stop(self, trainer: L.Trainer) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # a full, resumable state
         self.saved_path, self.saved_step = self.path, trainer.global_step
         log.warning("Saved %s (step %d).", self.path, trainer.global_step)
         self._hand_to_lightning()
