@@ -122,17 +122,14 @@ def run_cli_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     from cifar_lightning import train as train_module
 
     root = logging.getLogger()
-    saved = (sys.argv, root.handlers[:], root.level)
+    saved = (sys.argv, root.handlers[:], root.level, os.getcwd())
     out, err = io.StringIO(), io.StringIO()
     code = 0
     GlobalHydra.instance().clear()
     try:
         sys.argv = ["cifar-train", *args]
-        with (
-            contextlib.chdir(cwd),
-            contextlib.redirect_stdout(out),
-            contextlib.redirect_stderr(err),
-        ):
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 train_module.main()
             except SystemExit as e:
@@ -141,5 +138,6 @@ def run_cli_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         sys.argv = saved[0]
         root.handlers[:] = saved[1]
         root.setLevel(saved[2])
+        os.chdir(saved[3])
         GlobalHydra.instance().clear()
     return subprocess.CompletedProcess(["cifar-train", *args], code, out.getvalue(), err.getvalue())
