@@ -266,7 +266,7 @@ class Bench:
                 fix=f"use one of trainer.precision={', '.join(AUTOCAST)} (or auto)",
             )
         self.batched = batched_aug.from_config(cfg, needed_by="the benchmark's device loader")
-        self.datamodule: CIFAR10DataModule = build(cfg.data, "data", aug=None, seed=cfg.seed)
+        self.datamodule: CIFAR10DataModule = build(cfg.data, "data", aug=None)
         self.datamodule.prepare_data()
         self.datamodule.setup("fit")
         train = self.datamodule.train_set
@@ -477,7 +477,7 @@ def run_aug(cfg: DictConfig) -> dict[str, Any]:
 
 def _run_aug(cfg: DictConfig, threads: int) -> dict[str, Any]:
     batched = batched_aug.from_config(cfg, needed_by="the benchmark's batched pipeline")
-    datamodule: CIFAR10DataModule = build(cfg.data, "data", aug=None, seed=cfg.seed)
+    datamodule: CIFAR10DataModule = build(cfg.data, "data", aug=None)
     datamodule.prepare_data()
     datamodule.setup("fit")
     train = datamodule.train_set

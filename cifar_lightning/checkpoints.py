@@ -9,13 +9,17 @@ predict need nothing but the file.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from hydra.utils import get_class
+from lightning.fabric.plugins import TorchCheckpointIO
 
 from cifar_lightning import __version__
 from cifar_lightning.errors import CheckpointError
@@ -96,3 +100,95 @@ def load_classifier(path: str | Path) -> tuple[ImageClassifier, dict[str, Any]]:
             fix="use the cifar-lightning version that wrote it, or retrain",
         ) from None
     return model.eval(), record
+
+
+def check_resumable(checkpoint: dict[str, Any], path: str | Path, model: torch.nn.Module) -> None:
+    """Refuse a checkpoint that cannot continue training ``model``, before Lightning tries.
+
+    Lightning would otherwise fail deep inside ``fit`` with a KeyError or a page of
+    state-dict mismatches.
+    """
+    record = checkpoint[RECORD_KEY]
+    cls = type(model)
+    ours = f"{cls.__module__}.{cls.__qualname__}"
+    if record.get("model_class") != ours:
+        raise CheckpointError(
+            f"{path} belongs to model {record.get('model_class')!r}; this run builds {ours}.",
+            fix="resume with the model (and config) the checkpoint was trained with",
+        )
+    missing = [
+        k for k in ("optimizer_states", "loops", "epoch", "global_step") if k not in checkpoint
+    ]
+    if missing:
+        raise CheckpointError(
+            f"{path} holds weights only (no {', '.join(missing)}), so training cannot "
+            "continue from it.",
+            fix="resume from a training checkpoint such as the run's checkpoints/last.ckpt",
+        )
+    expected = model.state_dict()
+    state = checkpoint["state_dict"]
+    wrong = sorted(set(expected) ^ set(state))
+    wrong += [k for k in expected if k in state and expected[k].shape != state[k].shape]
+    if wrong:
+        key = wrong[0]
+        detail = (
+            f"{key}: {tuple(state[key].shape)} in the checkpoint, {tuple(expected[key].shape)} "
+            "in this model"
+            if key in state and key in expected
+            else f"{key} is {'missing from' if key in expected else 'extra in'} the checkpoint"
+        )
+        raise CheckpointError(
+            f"{path} does not fit this run's model ({len(wrong)} mismatched tensors, e.g. "
+            f"{detail}).",
+            fix="resume with the config the checkpoint was trained with (its run's "
+            ".hydra/config.yaml), or start a new run without ckpt_path",
+        )
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O, made crash-safe and weights-only.
+
+    Saving: Lightning writes through an fsspec transaction whose temporary file lives in the
+    system temp directory; when that is another file system (a tmpfs /tmp) the final move is
+    a copy, and a crash during it leaves a truncated ``last.ckpt``. Here the temporary file sits
+    next to the target, is fsync'ed, and replaces it atomically: a crash at any moment leaves
+    either the old checkpoint or the new one.
+
+    Loading (resume, ``trainer.test(ckpt_path="best")``): through :func:`read_checkpoint`, so a
+    corrupt, foreign or code-carrying file gets the same clear error everywhere.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed save
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        with contextlib.suppress(OSError):  # make the rename itself durable
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        if "://" in str(path):
+            return super().load_checkpoint(path, weights_only=True)
+        return read_checkpoint(path)

@@ -8,7 +8,9 @@ asks this module for the directory so both layouts work.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +91,11 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("gpus_per_node", gpus_per_node)
 
 
-def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+def compose_config(
+    overrides: list[str] | None = None,
+    config_name: str = "train",
+    return_hydra_config: bool = False,
+) -> DictConfig:
     """Compose the config the way ``python -m cifar_lightning.train`` would, for tests and tools.
 
     ``hydra.*`` interpolations are not available in the result (there is no Hydra run), so
@@ -97,7 +103,25 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "train
     """
     register_resolvers()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides or []))
+        return compose(
+            config_name=config_name,
+            overrides=list(overrides or []),
+            return_hydra_config=return_hydra_config,
+        )
+
+
+# The group choices of a config composed before Hydra runs (validation.preflight), for
+# chosen_option's messages: Hydra's own record of them exists only inside a Hydra run.
+_composed_choices: ContextVar[dict[str, str] | None] = ContextVar("choices", default=None)
+
+
+@contextmanager
+def known_choices(choices: dict[str, str]) -> Iterator[None]:
+    token = _composed_choices.set(choices)
+    try:
+        yield
+    finally:
+        _composed_choices.reset(token)
 
 
 def compose_for_tool(argv: Sequence[str], config_name: str) -> tuple[DictConfig, dict[str, str]]:
@@ -125,12 +149,13 @@ def compose_for_tool(argv: Sequence[str], config_name: str) -> tuple[DictConfig,
 def chosen_option(group: str) -> str | None:
     """The option picked for a config group in this Hydra run (``aug=crop_flip`` → "crop_flip").
 
-    None outside a Hydra run (a config composed by :func:`compose_config`), where Hydra keeps
-    no record of the choices.
+    Outside a Hydra run, the choices given by :func:`known_choices`, else None (a config
+    composed by :func:`compose_config`, where Hydra keeps no record of them).
     """
-    if not HydraConfig.initialized():
-        return None
-    choice = HydraConfig.get().runtime.choices.get(group)
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+    else:
+        choice = (_composed_choices.get() or {}).get(group)
     return str(choice) if choice is not None else None
 
 

@@ -40,6 +40,18 @@ class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt, or not one of ours."""
 
 
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite: training stopped, the last good checkpoint is kept."""
+
+
+class RunInterrupted(UserError):
+    """SIGTERM or Ctrl-C stopped training; exits 128 + the signal number, as a shell would."""
+
+    def __init__(self, problem: str, fix: str | None = None, signum: int = 15) -> None:
+        super().__init__(problem, fix)
+        self.exit_code = 128 + signum
+
+
 def report(error: UserError) -> None:
     # Text.assemble, not markup: messages quote overrides such as ``data.classes=[a,b]``.
     console = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -11,6 +11,7 @@ far, the best checkpoint); anything earlier (data, model) by :func:`record_failu
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,8 +20,11 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
+
+from cifar_lightning.errors import TrainingDiverged
 
 METRICS_FILE = "metrics.json"
 
@@ -31,21 +35,29 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def failure_record(
+# Keys only some runs fill (a completed run: which weights were tested; a run with an LR
+# range test: its suggestion): present, as null, in every record so all records share a schema.
+OPTIONAL_KEYS = ("tested", "lr_find")
+
+
+def build_record(
     cfg: DictConfig,
-    error: BaseException,
+    status: str,
+    metrics: Mapping[str, Any],
     wall_time_s: float,
     trainer: L.Trainer | None = None,
     device: str | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """The keys of a completed run's record, filled as far as the run got, plus ``error``."""
+    """A run's ``metrics.json``, whatever its status: one schema for every record."""
     model = trainer.lightning_module if trainer is not None else None
     checkpoint = trainer.checkpoint_callback if trainer is not None else None
-    metrics: Mapping[str, Any] = trainer.callback_metrics if trainer is not None else {}
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    values = {k: float(v) for k, v in sorted(metrics.items())}
     return {
-        "status": "interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
-        "error": describe_error(error),
-        "metrics": {k: float(v) for k, v in sorted(metrics.items())},
+        "status": status,
+        # NaN is not JSON: a diverged run reports its non-finite values as null.
+        "metrics": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
         "params": getattr(model, "num_parameters", None),
         "model": type(model).__name__ if model is not None else None,
         "epochs": trainer.current_epoch if trainer is not None else 0,
@@ -55,9 +67,26 @@ def failure_record(
         "precision": str(trainer.precision) if trainer is not None else None,
         "seed": cfg.get("seed"),
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
-        "best_checkpoint": (checkpoint.best_model_path or None) if checkpoint else None,
+        "best_checkpoint": best if best and Path(best).is_file() else None,
         "run_dir": str(cfg.paths.output_dir),
+        **dict.fromkeys(OPTIONAL_KEYS),
+        **extra,
     }
+
+
+def failure_record(
+    cfg: DictConfig,
+    error: BaseException,
+    wall_time_s: float,
+    trainer: L.Trainer | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """The keys of a completed run's record, filled as far as the run got, plus ``error``."""
+    status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+    metrics = trainer.callback_metrics if trainer is not None else {}
+    return build_record(
+        cfg, status, metrics, wall_time_s, trainer, device, error=describe_error(error)
+    )
 
 
 def write_record(run_dir: Path, record: Mapping[str, Any]) -> Path:
@@ -92,6 +121,9 @@ class RecordFailure(Callback):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
+        # A diverged or interrupted run is recorded by train() itself, with its own status.
+        if isinstance(exception, TrainingDiverged | SIGTERMException):
+            return
         if trainer.is_global_zero:
             record = failure_record(
                 self.cfg,

@@ -12,7 +12,10 @@ import logging
 import os
 import platform
 import shutil
+import signal
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +25,26 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lightning import log_filters, sweeps, tune
+from cifar_lightning import log_filters, resume, sweeps, tune, validation
+from cifar_lightning.callbacks import CheckpointOnInterrupt
+from cifar_lightning.checkpoints import SafeCheckpointIO
 from cifar_lightning.configs import CONFIG_DIR, build, register_resolvers
 from cifar_lightning.data import batched_aug
 from cifar_lightning.distributed import check_launch
-from cifar_lightning.errors import ConfigError, exit_on_user_error
+from cifar_lightning.errors import (
+    ConfigError,
+    RunInterrupted,
+    TrainingDiverged,
+    UserError,
+    exit_on_user_error,
+)
 from cifar_lightning.hparams_log import log_config_and_metrics
 from cifar_lightning.models.base import ImageClassifier
-from cifar_lightning.run_record import RecordFailure, record_failure
+from cifar_lightning.run_record import RecordFailure, build_record, record_failure
 from cifar_lightning.speed import speed_callbacks
 
 log = logging.getLogger(__name__)
@@ -42,25 +54,12 @@ log_filters.install()
 
 
 def validate(cfg: DictConfig) -> None:
-    """Reject values that would only fail (or silently misbehave) after minutes of work."""
-    lr = cfg.optim.get("lr")
-    if lr is not None and not lr > 0:
-        raise ConfigError(f"optim.lr={lr} must be positive.", fix="e.g. optim.lr=0.05")
-    epochs = cfg.trainer.get("max_epochs")
-    if epochs is not None and (epochs == 0 or epochs < -1):
-        raise ConfigError(
-            f"trainer.max_epochs={epochs} trains nothing.",
-            fix="use a positive number of epochs (or -1 with trainer.max_steps)",
-        )
-    if not 0.0 <= cfg.loss.label_smoothing < 1.0:
-        raise ConfigError(f"loss.label_smoothing={cfg.loss.label_smoothing} must be in [0, 1).")
-    if cfg.model.get("_target_") is None:
-        raise ConfigError("no model chosen.", fix="add model=depthwise (see conf/model/)")
-    if cfg.get("test_ckpt", "best") not in ("best", "last"):
-        raise ConfigError(f"test_ckpt={cfg.test_ckpt} is not best or last.", fix="test_ckpt=last")
-    if cfg.get("tune", {}).get("lr_find"):
-        tune.check(cfg.tune, cfg.trainer)
-    speed_callbacks(cfg)  # a bad compile= / channels_last= value fails here, before any work
+    """Reject values that would only fail (or silently misbehave) after minutes of work.
+
+    The checks live in validation.py; the command line also runs them before Hydra makes a
+    run directory (``main``).
+    """
+    validation.check(cfg)
 
 
 def resolve_precision(precision: Any, accelerator: str) -> Any:
@@ -104,26 +103,41 @@ def build_model(cfg: DictConfig, datamodule: Any) -> ImageClassifier:
             mean=list(datamodule.mean),
             std=list(datamodule.std),
         )
-    except TypeError as e:  # e.g. +model.typo=1
+    except (TypeError, ValueError) as e:  # e.g. +model.typo=1, model.dropout=2
         raise ConfigError(f"model: {e}", fix=f"see the arguments of {model_cls.__name__}") from None
 
 
-def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
+def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """``trainer.*`` as Lightning takes it, with ``precision: auto`` resolved."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs["precision"] = resolve_precision(
         kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
     )
+    return kwargs
+
+
+def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
+    kwargs = trainer_kwargs(cfg)
+    plugins = kwargs.pop("plugins", None) or []
+    # Checkpoints are written atomically and read weights-only (checkpoints.py).
+    plugins = [*(plugins if isinstance(plugins, list) else [plugins]), SafeCheckpointIO()]
     try:
         return L.Trainer(
             **kwargs,
+            # ResumableRun: what a resumed run needs to match an uninterrupted one (resume.py);
             # RecordFailure: a run that raises still leaves its metrics.json (status failed).
-            callbacks=[*build_callbacks(cfg), RecordFailure(cfg, device_name)],
+            callbacks=[
+                *build_callbacks(cfg),
+                resume.ResumableRun(cfg.seed),
+                RecordFailure(cfg, device_name),
+            ],
             logger=build_loggers(cfg) or False,
             default_root_dir=str(output_dir),
+            plugins=plugins,
         )
-    except TypeError as e:  # an unknown trainer.* key
+    except (TypeError, ValueError, MisconfigurationException) as e:  # an unknown key or value
         raise ConfigError(
-            f"trainer: {e}", fix="see lightning.pytorch.Trainer's arguments"
+            f"trainer: {str(e).strip()}", fix="see lightning.pytorch.Trainer's arguments"
         ) from None
 
 
@@ -155,11 +169,7 @@ def find_lr(cfg: DictConfig, datamodule: Any, output_dir: Path) -> tune.LRFindRe
     """
     with tune.rng_preserved():
         model = build_model(cfg, datamodule)
-        kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-        kwargs["precision"] = resolve_precision(
-            kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
-        )
-        result = tune.lr_range_test(model, datamodule, kwargs, cfg.tune, output_dir)
+        result = tune.lr_range_test(model, datamodule, trainer_kwargs(cfg), cfg.tune, output_dir)
     if result is not None:
         tune.use_lr(cfg, result.suggestion)
     return result
@@ -177,7 +187,8 @@ def checkpoint_to_test(cfg: DictConfig, best: str) -> str | None:
             "data.val_size=0 validates on the test set, so the 'best' checkpoint was picked by "
             "test accuracy and its test number is optimistic; test_ckpt=last avoids that."
         )
-    return "best"
+    # The path, not "best": with several ModelCheckpoints Lightning would warn.
+    return best
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
@@ -185,32 +196,41 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, then test on the best checkpoint; returns (and writes) the run's results."""
+    """Fit, then test on the best checkpoint; returns (and writes) the run's results.
+
+    With ``resume`` / ``ckpt_path`` set, fitting continues from that checkpoint (resume.py).
+    A diverged run (NaN loss) and an interrupted one (SIGTERM, Ctrl-C) still write
+    ``metrics.json`` — status ``failed`` / ``interrupted`` — before their error is raised.
+    """
     started = time.perf_counter()
     validate(cfg)
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
 
+    # The Trainer first: a bad trainer.* value fails before minutes of data loading.
+    trainer = build_trainer(cfg, output_dir)
     datamodule = build(
         cfg.data,
         "data",
         aug=build(cfg.aug.pipeline, "aug"),
         batched_aug=batched_aug.from_config(cfg),
-        seed=cfg.seed,
     )
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        # Load and split before the Trainer exists, so missing data or a bad split size fails
-        # before anything is written. A multi-process launch leaves it to Lightning, which
-        # prepares on rank zero before the other ranks set up.
+        # Load and split before fitting, so missing data or a bad split size fails before
+        # anything is written. A multi-process launch leaves it to Lightning, which prepares
+        # on rank zero before the other ranks set up.
         datamodule.prepare_data()
         datamodule.setup("fit")
     lr_found = find_lr(cfg, datamodule, output_dir) if cfg.get("tune", {}).get("lr_find") else None
     model = build_model(cfg, datamodule)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
-    trainer = build_trainer(cfg, output_dir)
     if lr_found is not None:
         tune.log_figure(trainer.loggers, lr_found)
     check_launch(trainer, in_sweep=sweeps.in_sweep())
+    ckpt_path = resume.checkpoint_to_load(cfg, model)
+    if cfg.get("resume"):
+        # Expected when continuing a run in its own directory.
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     log.info(
         "Data: %s; model: %s (%s parameters); run dir: %s",
         datamodule.describe(),
@@ -219,44 +239,36 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         output_dir,
     )
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    def finish(status: str, metrics: dict[str, float], **extra: Any) -> dict[str, Any]:
+        if lr_found is not None:
+            extra["lr_find"] = lr_found.record()
+        return write_results(cfg, trainer, started, status, metrics, **extra)
+
+    interrupt = next((c for c in trainer.callbacks if isinstance(c, CheckpointOnInterrupt)), None)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except TrainingDiverged as error:
+        finish("failed", _floats(trainer.callback_metrics), error=error.problem)
+        raise
+    except SIGTERMException:
+        raise interrupted(cfg, trainer, interrupt, finish) from None
+    if interrupt is not None and interrupt.signal is not None:  # came after the last step
+        raise interrupted(cfg, trainer, interrupt, finish)
     fit_metrics = _floats(trainer.callback_metrics)
 
     test_metrics: dict[str, float] = {}
     tested = None
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if cfg.get("test", True) and not trainer.interrupted:
-        ckpt_path = checkpoint_to_test(cfg, best)
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        tested = "best" if ckpt_path else "last"
+        tested_ckpt = checkpoint_to_test(cfg, best)
+        trainer.test(model, datamodule=datamodule, ckpt_path=tested_ckpt)
+        tested = "best" if tested_ckpt else "last"
         test_metrics = {
             k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test/")
         }
-
-    results = {
-        "status": "interrupted" if trainer.interrupted else "completed",
-        "metrics": {**fit_metrics, **test_metrics},
-        "params": model.num_parameters,
-        "model": type(model).__name__,
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "wall_time_s": round(time.perf_counter() - started, 2),
-        "device": device_name(trainer),
-        "precision": str(trainer.precision),
-        "seed": cfg.seed,
-        "overrides": run_overrides(),
-        "best_checkpoint": best or None,
-        "tested": tested,
-        "lr_find": lr_found.record() if lr_found is not None else None,
-        "run_dir": str(output_dir),
-    }
+    status = "interrupted" if trainer.interrupted else "completed"
+    results = finish(status, {**fit_metrics, **test_metrics}, tested=tested)
     if trainer.is_global_zero:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
-        # The full config beside the final numbers: TensorBoard's HPARAMS tab compares runs.
-        log_config_and_metrics(
-            trainer.loggers, OmegaConf.to_container(cfg, resolve=True), results["metrics"]
-        )
         log.info(
             "Results in %s: %s",
             output_dir / "metrics.json",
@@ -267,6 +279,61 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             },
         )
     return results
+
+
+def write_results(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    started: float,
+    status: str,
+    metrics: dict[str, float],
+    **extra: Any,
+) -> dict[str, Any]:
+    """``metrics.json`` (and the HPARAMS tab): whatever the run reached, with its status."""
+    output_dir = Path(cfg.paths.output_dir)
+    results = build_record(
+        cfg, status, metrics, time.perf_counter() - started, trainer, device_name(trainer), **extra
+    )
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        # The full config beside the final numbers: TensorBoard's HPARAMS tab compares runs.
+        log_config_and_metrics(
+            trainer.loggers,
+            OmegaConf.to_container(cfg, resolve=True),
+            {k: v for k, v in results["metrics"].items() if v is not None},
+        )
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                # A resumed session logged again what the crashed one logged after its last
+                # checkpoint: keep one value per step.
+                resume.drop_superseded_events(logger.log_dir)
+    return results
+
+
+def interrupted(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    interrupt: CheckpointOnInterrupt | None,
+    finish: Any,
+) -> RunInterrupted:
+    """Record an interrupted run and say how to continue it."""
+    signum = interrupt.signal if interrupt is not None and interrupt.signal else signal.SIGTERM
+    name = signal.Signals(signum).name
+    saved = interrupt.saved_path if interrupt is not None else None
+    command = f"python -m cifar_lightning.train resume={cfg.paths.output_dir}"
+    finish("interrupted", _floats(trainer.callback_metrics), resume_with=command)
+    where = (
+        f"{saved} holds step {interrupt.saved_step}"
+        if saved and interrupt
+        else "nothing was saved on the way out; the last periodic checkpoint is kept"
+    )
+    return RunInterrupted(
+        f"training stopped on {name} at step {trainer.global_step} (epoch "
+        f"{trainer.current_epoch}); {where}.",
+        fix=f"continue it with: {command}",
+        signum=signum,
+    )
 
 
 def discard_unused_run_dir(run_dir: Path) -> None:
@@ -288,7 +355,7 @@ def discard_unused_run_dir(run_dir: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     if sweeps.in_sweep():
         # One job of many: its failure is recorded and fails this job only (cifar_lightning/
         # sweeps.py); what it returns is what Optuna optimizes.
@@ -298,13 +365,35 @@ def main(cfg: DictConfig) -> float | None:
     with exit_on_user_error():
         try:
             results = train(cfg)
-        except ConfigError:
-            discard_unused_run_dir(Path(cfg.paths.output_dir))
+        except KeyboardInterrupt:  # Ctrl-C before training started (e.g. decoding data)
+            if not cfg.get("resume"):
+                discard_unused_run_dir(Path(cfg.paths.output_dir))
+            raise RunInterrupted("interrupted before training started.", signum=2) from None
+        except UserError:
+            # A run rejected before it trained leaves nothing behind; a resumed run's
+            # directory is the earlier run's and is never removed.
+            if not cfg.get("resume"):
+                discard_unused_run_dir(Path(cfg.paths.output_dir))
             raise
-        except BaseException as error:
+        except BaseException as error:  # a crash: metrics.json still says what happened
             record_failure(cfg, error, time.perf_counter() - started)
             raise
     return results["metrics"].get(cfg.get("optimized_metric"))
+
+
+def main() -> None:
+    """``python -m cifar_lightning.train`` / ``cifar-train``.
+
+    The command line is checked (and ``resume=RUN_DIR`` expanded) before Hydra composes it
+    and makes a run directory: a bad value costs one message, exit code 2, and leaves no trace.
+    """
+    with exit_on_user_error():
+        args = resume.expand_argv(sys.argv[1:])
+        cfg = validation.preflight(args)
+        if cfg is not None:
+            resume.check_before_run(cfg)
+    sys.argv = [sys.argv[0], *args]
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -128,3 +128,41 @@ def trained_run(tmp_path_factory):
         [*FAST, f"paths.output_dir={out}", f"paths.data_dir={out / 'data'}", "trainer.max_epochs=2"]
     )
     return out, train(cfg)
+
+
+def run_cli_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``cifar-train args`` through the real entry point (``train.main``), in this process.
+
+    Same argument handling, Hydra composition, error printing and exit code as
+    :func:`run_cli`, without the ~8 s of interpreter and import start-up per call on a
+    2-core machine: for the many bad-input checks. Logging, argv, cwd and Hydra's global
+    state are put back afterwards.
+    """
+    import contextlib
+    import io
+    import logging
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from cifar_lightning import train as train_module
+
+    root = logging.getLogger()
+    saved = (sys.argv, root.handlers[:], root.level, os.getcwd())
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    GlobalHydra.instance().clear()
+    try:
+        sys.argv = ["cifar-train", *args]
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                train_module.main()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = saved[0]
+        root.handlers[:] = saved[1]
+        root.setLevel(saved[2])
+        os.chdir(saved[3])
+        GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess(["cifar-train", *args], code, out.getvalue(), err.getvalue())

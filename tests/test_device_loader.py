@@ -27,7 +27,7 @@ def datamodule(loader: str, aug=None, batched=None, seed: int = 0) -> CIFAR10Dat
         aug=aug if aug is not None else v2.Identity(),
         loader=loader,
         batched_aug=batched if batched is not None else B.Compose([]),
-        seed=seed,
+        shuffle_seed=seed,
     )
     dm.setup("fit")
     return dm

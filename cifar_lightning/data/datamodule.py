@@ -14,6 +14,11 @@ from cifar_lightning.data.batched_aug import Compose
 from cifar_lightning.data.datasets import ArrayDataset
 from cifar_lightning.data.device_loader import DeviceLoader, ResidentArrays, make_device_loader
 from cifar_lightning.data.imagefolder import load_imagefolder
+from cifar_lightning.data.resumable import (
+    ResumableTrainLoader,
+    ignore_interrupts,
+    resumable_loader,
+)
 from cifar_lightning.data.sources import (
     CIFAR10_CLASSES,
     Splits,
@@ -38,7 +43,26 @@ def default_num_workers() -> int:
     return min(cpus, 8)
 
 
-class CIFAR10DataModule(L.LightningDataModule):
+def check_split(train_size: int, val_size: int, batch_size: int) -> None:
+    """The split must leave training images, and at least one full batch of them.
+
+    Also called before any data is loaded (validation.py) where the size is known up front.
+    """
+    if val_size >= train_size:
+        raise ConfigError(
+            f"data.val_size={val_size} leaves no training images "
+            f"(the training set has {train_size}).",
+            fix=f"use a data.val_size below {train_size} (0 validates on the test set)",
+        )
+    if train_size - val_size < batch_size:
+        raise ConfigError(
+            f"data.batch_size={batch_size} is larger than the training split "
+            f"({train_size - val_size} images), so an epoch would have no full batch.",
+            fix="lower data.batch_size or data.val_size",
+        )
+
+
+class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
     """CIFAR-10 from ``source`` (cifar10 | imagefolder | fake).
 
     ``prepare_data`` only downloads or decodes (once, on one process); ``setup`` loads the
@@ -49,8 +73,9 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     ``loader="classic"`` serves batches from a DataLoader running the per-image ``aug`` in
     workers; ``loader="device"`` keeps the arrays on the training device and augments whole
-    batches there with ``batched_aug`` (see :mod:`cifar_lightning.data.device_loader`); its
-    shuffles and augmentation draws are seeded by ``seed``.
+    batches there with ``batched_aug`` (see :mod:`cifar_lightning.data.device_loader`). Both
+    draw their shuffles and augmentations from ``shuffle_seed``, the epoch and the position,
+    and both can resume mid-epoch exactly (their position is saved with the DataModule).
     """
 
     def __init__(
@@ -72,7 +97,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         aug: Callable[[torch.Tensor], torch.Tensor] | None = None,
         loader: str = "classic",
         batched_aug: Compose | None = None,
-        seed: int = 0,
+        shuffle_seed: int = 0,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
@@ -117,7 +142,10 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.aug = aug
         self.loader = loader
         self.batched_aug = batched_aug
-        self.seed = seed
+        # Training order and augmentation are drawn from (shuffle_seed, epoch, position) —
+        # data/resumable.py, data/device_loader.py — so a run resumed mid-epoch sees the
+        # same batches.
+        self.shuffle_seed = shuffle_seed
         self._resident = ResidentArrays()
         self._splits: Splits | None = None
         self.train_set: ArrayDataset | None = None
@@ -158,18 +186,7 @@ class CIFAR10DataModule(L.LightningDataModule):
                 fix="set data.classes to the data's class names in label order",
             )
         n = len(data.train)
-        if self.val_size >= n:
-            raise ConfigError(
-                f"data.val_size={self.val_size} leaves no training images "
-                f"(the training set has {n}).",
-                fix=f"use a data.val_size below {n} (0 validates on the test set)",
-            )
-        if n - self.val_size < self.batch_size:
-            raise ConfigError(
-                f"data.batch_size={self.batch_size} is larger than the training split "
-                f"({n - self.val_size} images), so an epoch would have no full batch.",
-                fix="lower data.batch_size or data.val_size",
-            )
+        check_split(n, self.val_size, self.batch_size)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
         val_idx, train_idx = perm[: self.val_size].numpy(), perm[self.val_size :].numpy()
         train_tf = train_transform(self.aug, self.mean, self.std)
@@ -195,15 +212,17 @@ class CIFAR10DataModule(L.LightningDataModule):
             raise RuntimeError("call setup() before asking for a dataloader")
         if self.loader == "device":
             return self._device_loader(dataset, train)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,  # a ragged last batch would skew BatchNorm statistics
-            num_workers=self.num_workers,
-            pin_memory=self._pin(),
-            persistent_workers=self.num_workers > 0,
-        )
+        workers = {
+            "num_workers": self.num_workers,
+            "pin_memory": self._pin(),
+            "persistent_workers": self.num_workers > 0,
+            "worker_init_fn": ignore_interrupts if self.num_workers > 0 else None,
+        }
+        if train:
+            return resumable_loader(
+                dataset, batch_size=self.batch_size, seed=self.shuffle_seed, **workers
+            )
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, **workers)
 
     def _device_loader(self, dataset: ArrayDataset, train: bool) -> DeviceLoader:
         if train and self.aug is not None and self.batched_aug is None:
@@ -222,13 +241,14 @@ class CIFAR10DataModule(L.LightningDataModule):
             mean=self.mean,
             std=self.std,
             augment=self.batched_aug,
-            seed=self.seed,
+            seed=self.shuffle_seed,
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
+        # track(): the loader's position is saved with the DataModule, for exact resume.
+        return self.track(self._loader(self.train_set, train=True))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)

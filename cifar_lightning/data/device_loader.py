@@ -19,7 +19,8 @@ What a training epoch yields, by design:
 
 Validation and test go through the same path in order, without augmentation, and under DDP
 padded like Lightning pads the classic loaders. The augmentation draws come from a generator
-on the device, seeded from (seed, epoch, rank), so they too repeat run to run.
+on the device, seeded from (seed, epoch, rank, batch), so they too repeat run to run, and a run
+resumed mid-epoch (the loader's ``state_dict``) continues with exactly the same batches.
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ class DeviceLoader:
         self.augment = augment
         self.seed = seed
         self.drop_last = drop_last
+        self._batches = 0  # handed out this epoch
+        self._resume: tuple[int, int] | None = None  # (epoch, batches) from a checkpoint
 
     @property
     def device(self) -> torch.device:
@@ -128,19 +131,38 @@ class DeviceLoader:
         order = self.sampler.indices().to(self.device)
         return order if self.subset is None else self.subset[order]
 
-    def _generator(self) -> torch.Generator:
-        """The augmentation's random stream for this epoch and rank, on the device."""
-        seed = np.random.SeedSequence([self.seed, self.sampler.epoch, self.sampler.rank])
-        return torch.Generator(self.device).manual_seed(int(seed.generate_state(1)[0]))
+    def _generator(self, batch: int) -> torch.Generator:
+        """The augmentation's random stream for one batch, on the device.
+
+        Seeded from (seed, epoch, rank, batch): a run resumed mid-epoch draws exactly what the
+        uninterrupted run drew for the batches that remain.
+        """
+        key = [self.seed, self.sampler.epoch, self.sampler.rank, batch]
+        seed = np.random.SeedSequence(key).generate_state(1)[0]
+        return torch.Generator(self.device).manual_seed(int(seed))
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the epoch stands: Lightning saves it in every checkpoint (see resumable.py)."""
+        return {"epoch": self.sampler.epoch, "batches": self._batches}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        if state_dict:
+            self._resume = (int(state_dict["epoch"]), int(state_dict["batches"]))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # A generator: this runs at the first next(), after Lightning's set_epoch.
+        start = 0
+        if self._resume is not None and self._resume[0] == self.sampler.epoch:
+            start = self._resume[1]  # skip the batches trained on before the checkpoint
+        self._resume = None
+        self._batches = start
         order = self.epoch_indices()
-        g = self._generator() if self.augment is not None else None
-        for b in range(len(self)):
+        for b in range(start, len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             images = self.images[idx]
             if self.augment is not None:
-                images = self.augment(images, g)
+                images = self.augment(images, self._generator(b))
+            self._batches += 1
             yield self.normalize(images), self.labels[idx]
 
 

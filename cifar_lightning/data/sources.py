@@ -65,6 +65,8 @@ def load_torchvision_cifar10(root: str | Path, download: bool = True) -> Splits:
     from torchvision.datasets import CIFAR10
 
     root = Path(root).expanduser()
+    if download and not _extracted_intact(root):
+        _check_archive(root)
     try:
         train = CIFAR10(str(root), train=True, download=download)
         test = CIFAR10(str(root), train=False, download=False)
@@ -81,6 +83,9 @@ def load_torchvision_cifar10(root: str | Path, download: bool = True) -> Splits:
             ),
         ) from None
     except RuntimeError as e:  # torchvision's "Dataset not found or corrupted" / md5 mismatch
+        archive = root / CIFAR10.filename
+        if archive.is_file() and not _md5_ok(archive, CIFAR10.tgz_md5):  # a bad download
+            _check_archive(root)
         raise DataError(
             f"CIFAR-10 under {root}/ is missing or fails its md5 check ({e}).",
             fix=f"delete {root}/cifar-10-batches-py and {root}/cifar-10-python.tar.gz and run "
@@ -91,6 +96,39 @@ def load_torchvision_cifar10(root: str | Path, download: bool = True) -> Splits:
         test=ImageArrays(np.asarray(test.data), np.asarray(test.targets, dtype=np.int64)),
         classes=tuple(train.classes),
     )
+
+
+def _md5_ok(path: Path, md5: str) -> bool:
+    from torchvision.datasets.utils import check_integrity
+
+    return check_integrity(str(path), md5)
+
+
+def _extracted_intact(root: Path) -> bool:
+    """Whether the extracted batches are all there and pass torchvision's md5 list."""
+    from torchvision.datasets import CIFAR10
+
+    folder = root / CIFAR10.base_folder
+    return folder.is_dir() and all(
+        _md5_ok(folder / name, md5) for name, md5 in (*CIFAR10.train_list, *CIFAR10.test_list)
+    )
+
+
+def _check_archive(root: Path) -> None:
+    """A cifar-10-python.tar.gz already in ``root`` (planted, or a broken download) must be
+    the real one: torchvision would otherwise try to download over it, and without network
+    report only that the download failed."""
+    from torchvision.datasets import CIFAR10
+
+    archive = root / CIFAR10.filename
+    if archive.is_file() and not _md5_ok(archive, CIFAR10.tgz_md5):
+        raise DataError(
+            f"{archive} fails its md5 check (expected {CIFAR10.tgz_md5}): the file is "
+            "incomplete or corrupt.",
+            fix=f"delete {archive} and run again with network access, or download "
+            f"cifar-10-python.tar.gz elsewhere, check that its md5 is {CIFAR10.tgz_md5}, and "
+            f"put it in {root}/",
+        )
 
 
 def make_fake(train_size: int, test_size: int, classes: Sequence[str], seed: int = 0) -> Splits:

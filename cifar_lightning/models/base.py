@@ -67,6 +67,10 @@ class ImageClassifier(L.LightningModule):
             num_classes, top_k=min(5, num_classes), average="micro"
         )
         self.val_acc_best = MaxMetric()
+        # Training-epoch accumulators and the best val/acc ride in checkpoints, so a run
+        # resumed mid-epoch reports the same epoch metrics as one never interrupted.
+        for metric in (self.train_loss, self.train_acc, self.val_acc_best):
+            metric.persistent(True)
         # Lets the model summary show input/output sizes and FLOPs per image.
         self.example_input_array = torch.zeros(1, 3, 32, 32)
         # The run's resolved config (plain data), set by train(); saved in every checkpoint
@@ -77,8 +81,10 @@ class ImageClassifier(L.LightningModule):
         return self.net(x)
 
     def on_train_start(self) -> None:
-        # The sanity-check validation must not count as a "best" epoch.
-        self.val_acc_best.reset()
+        # The sanity-check validation must not count as a "best" epoch. A resumed run skips
+        # the sanity check and keeps the best it restored.
+        if self.trainer.ckpt_path is None:
+            self.val_acc_best.reset()
 
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]):
         x, y = batch

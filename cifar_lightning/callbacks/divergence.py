@@ -1,0 +1,118 @@
+"""Stop at a NaN/inf loss — naming the step and learning rate — and never checkpoint it.
+
+Once the loss is NaN the weights are too, and every further step burns time; worse, a
+periodic checkpoint would overwrite ``last.ckpt`` with garbage. This callback raises
+:class:`~cifar_lightning.errors.TrainingDiverged` instead, and refuses every checkpoint taken
+after the fault, so ``last.ckpt`` keeps the last good state.
+
+Cost: asking the GPU whether a loss is finite is a host–device sync; doing it every step would
+stall the queue of kernels the CPU runs ahead with. On a GPU the callback therefore only
+records, on the device, the first step whose loss was not finite (two tiny kernels, no sync)
+and reads that record every ``check_every_n_steps`` steps — by default when Lightning syncs
+anyway to log — at the end of every epoch, and before every checkpoint. The same rule holds on
+a CPU, where the check would cost nothing, so that one code path runs everywhere. A fault is
+thus caught at most ``check_every_n_steps`` steps late, but always with the step at which it
+happened, and never after a checkpoint of it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from cifar_lightning.errors import TrainingDiverged
+
+
+class StopOnNonFiniteLoss(Callback):
+    def __init__(self, check_every_n_steps: int = 50) -> None:
+        if check_every_n_steps < 1:
+            raise ValueError(f"check_every_n_steps={check_every_n_steps} must be at least 1")
+        self.check_every_n_steps = check_every_n_steps
+        self._first_bad: torch.Tensor | None = None  # step index, -1 while all is well
+        self._bad_loss: torch.Tensor | None = None
+        self._seen: dict[int, tuple[int, float | None]] = {}  # step -> (epoch, lr) since last check
+        self._step = 0
+        self._last_good_step: int | None = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        self._step = trainer.global_step
+        lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None
+        self._seen[self._step] = (trainer.current_epoch, lr)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return  # the step was skipped
+        loss = loss.detach().float()
+        if self._first_bad is None or self._first_bad.device != loss.device:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._bad_loss = torch.zeros((), device=loss.device)
+        first_fault = ~torch.isfinite(loss) & (self._first_bad < 0)
+        self._first_bad = torch.where(first_fault, self._step, self._first_bad)
+        self._bad_loss = torch.where(first_fault, loss, self._bad_loss)
+        if (self._step + 1) % self.check_every_n_steps == 0:
+            self.check(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Raising here aborts the save before anything is written: last.ckpt stays good.
+        self.check(trainer)
+        if not all_finite(pl_module):
+            raise TrainingDiverged(
+                f"the weights became NaN or infinite by step {trainer.global_step} (epoch "
+                f"{trainer.current_epoch}), though the loss was still finite.",
+                fix=self._fix(trainer),
+            )
+        self._last_good_step = trainer.global_step
+
+    def check(self, trainer: L.Trainer) -> None:
+        """Raise if any step since the last check had a non-finite loss (one host sync)."""
+        if self._first_bad is None:
+            return
+        step = int(self._first_bad)
+        if step < 0:
+            self._seen.clear()
+            return
+        value = float(self._bad_loss)  # type: ignore[arg-type]
+        epoch, lr = self._seen.get(step, (trainer.current_epoch, None))
+        lr_text = f", lr {lr:.4g}" if lr is not None else ""
+        raise TrainingDiverged(
+            f"training diverged: the loss became {'nan' if math.isnan(value) else value} at "
+            f"step {step} (epoch {epoch}{lr_text}).",
+            fix=self._fix(trainer),
+        )
+
+    def _fix(self, trainer: L.Trainer) -> str:
+        kept = [
+            c.last_model_path
+            for c in trainer.checkpoint_callbacks
+            if getattr(c, "last_model_path", "") and self._last_good_step is not None
+        ]
+        where = (
+            f"the last good checkpoint, {kept[0]} (step {self._last_good_step}), is kept. "
+            if kept
+            else "no checkpoint had been saved yet. "
+        )
+        return (
+            f"{where}Lower the learning rate (optim.lr), add gradient clipping "
+            "(e.g. trainer.gradient_clip_val=1.0), or check the data; then train again."
+        )
+
+
+def all_finite(module: torch.nn.Module) -> bool:
+    """Whether every parameter and buffer is finite (one host sync for all of them)."""
+    tensors = [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+    if not tensors:
+        return True
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())

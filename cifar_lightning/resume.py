@@ -1,0 +1,339 @@
+"""Continue a run in its own directory, exactly where its last checkpoint left it.
+
+``python -m cifar_lightning.train resume=RUN_DIR`` re-runs RUN_DIR's own command line (read
+from ``RUN_DIR/.hydra/overrides.yaml``) in RUN_DIR itself, from ``checkpoints/last.ckpt``
+(or ``ckpt_path=...``); overrides typed now are applied on top, e.g.
+``trainer.max_epochs=40`` to train longer. The pieces:
+
+- :func:`expand_argv` rewrites the command line before Hydra composes it (so Hydra writes
+  nothing anywhere until the resume is known to be valid);
+- :func:`checkpoint_to_load` picks and checks the checkpoint ``fit`` continues from;
+- :class:`ResumableRun` makes a step's own randomness (dropout) a function of its position,
+  so steps after a resume draw what they would have drawn without the interruption, and
+  keeps the logs on disk as new as the newest checkpoint;
+- :func:`drop_superseded_events` keeps the TensorBoard run continuous: the steps a crashed
+  session logged after its last checkpoint are logged again by the resumed one, and the old
+  copies are removed, so every curve has each step exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+from tensorboard.compat.proto import event_pb2
+from tensorboard.summary.writer.record_writer import RecordWriter
+
+from cifar_lightning.checkpoints import RECORD_KEY, check_resumable, read_checkpoint
+from cifar_lightning.data.resumable import derive_seed
+from cifar_lightning.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+# Overrides of the original run that a resume decides anew.
+RESUME_KEYS = ("resume", "ckpt_path", "hydra.run.dir")
+
+
+def override_key(override: str) -> str:
+    """``+a.b=1`` -> ``a.b``; ``~a`` -> ``a``; ``model=x`` -> ``model``."""
+    return override.lstrip("~+").split("=", 1)[0].strip()
+
+
+def _value(args: Sequence[str], key: str) -> str | None:
+    values = [a.split("=", 1)[1] for a in args if "=" in a and override_key(a) == key]
+    return values[-1] if values else None
+
+
+def _quote(path: Path) -> str:
+    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def newest_run_with_checkpoint(output_root: Path) -> Path | None:
+    candidates = list(output_root.glob("**/checkpoints/last.ckpt"))
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: p.stat().st_mtime).parent.parent
+
+
+def expand_argv(args: list[str]) -> list[str]:
+    """The command line with ``resume=RUN_DIR`` expanded; unchanged without it.
+
+    Checks that RUN_DIR is a run: a mistyped resume must fail before Hydra rewrites the
+    run's ``.hydra/`` bookkeeping (as must a bad checkpoint: :func:`check_before_run`).
+    """
+    resume = _value(args, "resume")
+    ckpt_path = _value(args, "ckpt_path")
+    if resume in (None, "null"):
+        if ckpt_path == "last":
+            root = Path(_value(args, "paths.output_root") or "outputs")
+            newest = newest_run_with_checkpoint(root)
+            raise ConfigError(
+                "ckpt_path=last needs the run to continue.",
+                fix=f"add resume=RUN_DIR, e.g. resume={newest} (the newest run with a last.ckpt)"
+                if newest
+                else f"add resume=RUN_DIR; no run under {root}/ has a checkpoints/last.ckpt",
+            )
+        return args
+    if any(a in ("-m", "--multirun") for a in args):
+        raise ConfigError(
+            "resume= continues one run; it cannot be part of a -m/--multirun sweep.",
+            fix="resume each run on its own: resume=outputs/multirun/<date>/<time>/<job>",
+        )
+    if _value(args, "hydra.run.dir") is not None:
+        raise ConfigError(
+            "resume= continues the run in its own directory; hydra.run.dir cannot be set too.",
+            fix="drop hydra.run.dir",
+        )
+    run_dir = Path(resume).expanduser()
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    if not run_dir.is_dir():
+        raise ConfigError(
+            f"resume={resume}: no such directory.",
+            fix="pass a run directory, e.g. resume=outputs/<date>/<time>",
+        )
+    if not overrides_file.is_file():
+        raise ConfigError(
+            f"resume={resume} is not a run directory (it has no .hydra/overrides.yaml).",
+            fix="pass the directory of one run, e.g. resume=outputs/<date>/<time>",
+        )
+    try:
+        original = yaml.safe_load(overrides_file.read_text()) or []
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read {overrides_file} ({e}).") from None
+    given = {override_key(a) for a in args if not a.startswith("-")}
+    kept = [o for o in original if override_key(o) not in given | set(RESUME_KEYS)]
+    return [*kept, *args, f"hydra.run.dir={_quote(run_dir.resolve())}"]
+
+
+def resume_checkpoint(run_dir: Path, ckpt_path: str | None) -> Path:
+    if ckpt_path in (None, "null", "last"):
+        return run_dir / "checkpoints" / "last.ckpt"
+    return Path(ckpt_path).expanduser()
+
+
+def checkpoint_to_load(cfg: DictConfig, model: torch.nn.Module) -> str | None:
+    """The checkpoint ``fit`` continues from, checked against the model; None for a fresh run."""
+    resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
+    if resume:
+        path = resume_checkpoint(Path(cfg.paths.output_dir), ckpt_path)
+    elif ckpt_path == "last":
+        raise ConfigError("ckpt_path=last needs the run to continue.", fix="add resume=RUN_DIR")
+    elif ckpt_path:
+        path = Path(ckpt_path).expanduser()
+    else:
+        return None
+    checkpoint = read_checkpoint(path)
+    check_resumable(checkpoint, path, model)
+    check_same_run(checkpoint, path, cfg)
+    log.info(
+        "Resuming from %s (epoch %s, step %s).",
+        path,
+        checkpoint.get("epoch"),
+        checkpoint.get("global_step"),
+    )
+    return str(path)
+
+
+# What a continued run must keep: the checkpoint's optimizer state, schedule and data order
+# belong to these values. (trainer.* limits, logging, callbacks and workers may change.)
+FIXED = (
+    "seed",
+    "model",
+    "optim",
+    "sched",
+    "aug",
+    "loss",
+    "data.source",
+    "data.root",
+    "data.classes",
+    "data.val_size",
+    "data.split_seed",
+    "data.shuffle_seed",
+    "data.batch_size",
+    "trainer.accumulate_grad_batches",
+)
+# The run's length: a schedule (one-cycle, cosine) was laid out for it.
+LENGTH = ("trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches")
+
+
+def _select(config: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return None
+        config = config[part]
+    return config
+
+
+def check_same_run(checkpoint: dict[str, Any], path: Path, cfg: DictConfig) -> None:
+    """Refuse to continue a checkpoint under a config that would make it another run.
+
+    A different model, optimizer, schedule or data order would either fail deep in
+    Lightning or silently train something that is neither run; a new length breaks a
+    schedule laid out for the old one (one-cycle refuses to step past its end).
+    """
+    recorded = (checkpoint.get(RECORD_KEY) or {}).get("config")
+    if not recorded:
+        return
+    current = OmegaConf.to_container(cfg, resolve=True)
+    scheduled = bool(_select(current, "sched.scheduler"))
+    for section in (LENGTH if scheduled else ()) + FIXED:
+        old, new = _select(recorded, section), _select(current, section)
+        if old != new:
+            key, old, new = _first_difference(section, old, new)
+            why = (
+                "its learning-rate schedule was laid out for the original length"
+                if key in LENGTH
+                else "the checkpoint's weights, optimizer state and data order belong to it"
+            )
+            raise ConfigError(
+                f"{path} cannot continue with {key} changed ({_short(old)} -> {_short(new)}): "
+                f"{why}.",
+                fix=f"drop the {key} override to continue the run as it was"
+                + (", or use sched=none / sched=step to extend a run" if key in LENGTH else "")
+                + "; or start a new run",
+            )
+
+
+def _first_difference(key: str, old: Any, new: Any) -> tuple[str, Any, Any]:
+    """``model`` {dropout: 0.05} vs {dropout: 0.5} -> ("model.dropout", 0.05, 0.5)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new)):
+            if old.get(k) != new.get(k):
+                return _first_difference(f"{key}.{k}", old.get(k), new.get(k))
+    return key, old, new
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_before_run(cfg: DictConfig) -> None:
+    """For ``resume=``: the checkpoint is sound and fits the config, before Hydra writes."""
+    if not cfg.get("resume"):
+        return
+    run_dir = Path(cfg.resume).expanduser()
+    path = resume_checkpoint(run_dir, cfg.get("ckpt_path"))
+    try:
+        checkpoint = read_checkpoint(path)
+    except CheckpointError as error:
+        others = sorted(p for p in (run_dir / "checkpoints").glob("*.ckpt") if p != path)
+        if others:
+            error.fix = (
+                f"continue from another of the run's checkpoints: resume={cfg.resume} "
+                f"ckpt_path={others[-1]}"
+            )
+        raise
+    check_same_run(checkpoint, path, cfg)
+
+
+class ResumableRun(Callback):
+    """What a run needs, beyond Lightning's checkpoint, to be resumed exactly.
+
+    - Each training step seeds torch (CPU and GPU) from ``(seed, epoch, batch)``. A checkpoint
+      restores weights and optimizer but not the random-number streams, so a resumed run's
+      dropout masks would otherwise differ from those of the run it continues.
+    - After a checkpoint is saved, the loggers are flushed at the start of the next step (once
+      that step's metrics are logged). TensorBoard's writer otherwise keeps up to two minutes
+      of events in memory; a crash would lose them while the checkpoint, newer, survives, and
+      the resumed run would leave a hole in every curve.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._flush = False
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        torch.manual_seed(derive_seed(self.seed, trainer.current_epoch, batch_idx))
+        if self._flush:
+            for logger in trainer.loggers:
+                logger.save()
+            self._flush = False
+
+    def on_save_checkpoint(self, *args: Any) -> None:
+        self._flush = True
+
+
+def _session(path: Path) -> str:
+    """``events.out.tfevents.<time>.<host>.<pid>.<n>``: one process writes one session's files."""
+    parts = path.name.split(".")
+    return ".".join(parts[4:-1]) if len(parts) >= 7 else path.name
+
+
+def _first_wall_time(path: Path) -> float:
+    for record in RawEventFileLoader(str(path)).Load():
+        return event_pb2.Event.FromString(record).wall_time
+    return math.inf
+
+
+def drop_superseded_events(log_dir: str | Path) -> int:
+    """Remove events that a later session of the same run logged again; returns how many.
+
+    Each session (the first one, every resume) writes its own event files. When a session
+    logs a tag from step ``s`` on, the earlier sessions' events of that tag at steps >= ``s``
+    are what a crash left behind after the last checkpoint: they are superseded. This is
+    TensorBoard's own "purge orphaned data" rule, applied to the files themselves, so that
+    every reader — TensorBoard, its data server, the event accumulator, a pandas script —
+    sees one value per step. Earlier sessions' files are rewritten atomically; the newest
+    session's are not touched (they may still be open for writing).
+    """
+    files = sorted(Path(log_dir).glob("events.out.tfevents.*"), key=_first_wall_time)
+    sessions: dict[str, list[Path]] = {}
+    for path in files:
+        sessions.setdefault(_session(path), []).append(path)
+    dropped = 0
+    later_first_step: dict[str, int] = {}  # tag -> first step any later session logged it at
+    for session_files in reversed(list(sessions.values())):
+        first_step: dict[str, int] = {}
+        for path in session_files:
+            events = [event_pb2.Event.FromString(r) for r in RawEventFileLoader(str(path)).Load()]
+            kept, changed = [], False
+            for event in events:
+                values = list(event.summary.value) if event.HasField("summary") else []
+                for value in values:
+                    first_step[value.tag] = min(first_step.get(value.tag, event.step), event.step)
+                live = [v for v in values if event.step < later_first_step.get(v.tag, math.inf)]
+                if len(live) < len(values):
+                    changed = True
+                    dropped += len(values) - len(live)
+                    if not live:
+                        continue
+                    del event.summary.value[:]
+                    event.summary.value.extend(live)
+                kept.append(event)
+            if changed:
+                _rewrite(path, kept)
+        for tag, step in first_step.items():
+            later_first_step[tag] = min(later_first_step.get(tag, step), step)
+    if dropped:
+        log.info("TensorBoard: dropped %d values superseded by a resumed session.", dropped)
+    return dropped
+
+
+def _rewrite(path: Path, events: list[event_pb2.Event]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer = RecordWriter(f)
+            for event in events:
+                writer.write(event.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
