@@ -94,6 +94,34 @@ def test_shuffle_and_augmentation_repeat_with_the_seed():
     assert not torch.equal(first_batch(1, 0), first_batch(2, 0))
 
 
+def test_resumes_mid_epoch_with_the_same_batches_and_augmentation():
+    """What a checkpoint saves (the loader's state) restarts the epoch where it stopped."""
+    aug = B.Compose([B.RandomCrop(padding=4), B.HorizontalFlip(), B.Cutout(size=8, p=0.5)])
+
+    def epoch_batches(loader, epoch):
+        loader.sampler.set_epoch(epoch)
+        return [x for x, _ in loader]
+
+    reference = datamodule("device", batched=aug, seed=3).train_dataloader()
+    expected = epoch_batches(reference, 1)
+
+    first = datamodule("device", batched=aug, seed=3).train_dataloader()
+    first.sampler.set_epoch(1)
+    stream = iter(first)
+    for _ in range(4):  # train four batches, then "crash"
+        next(stream)
+    state = first.state_dict()
+    assert state == {"epoch": 1, "batches": 4}
+
+    resumed = datamodule("device", batched=aug, seed=3).train_dataloader()
+    resumed.load_state_dict(state)
+    rest = epoch_batches(resumed, 1)
+    assert len(rest) == len(expected) - 4
+    assert all(torch.equal(a, b) for a, b in zip(rest, expected[4:], strict=True))
+    # The position applies once: the next epoch is a whole one again.
+    assert len(epoch_batches(resumed, 2)) == len(expected)
+
+
 def test_ddp_ranks_get_disjoint_shards_of_equal_length():
     shards = []
     for rank in range(3):
