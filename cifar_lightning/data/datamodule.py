@@ -163,6 +163,17 @@ class CIFAR10DataModule(L.LightningDataModule):
             else self.test_set
         )
 
+    def sample_train_images(self, n: int) -> torch.Tensor:
+        """The first ``n`` images of the training split, normalized, as (n, 3, 32, 32) float.
+
+        For data-dependent initialisation (e.g. a whitening layer): no augmentation.
+        """
+        if self.train_set is None:
+            self.setup("fit")
+        indices = self.train_set.indices[:n]
+        images = torch.from_numpy(self.train_set.images[indices]).permute(0, 3, 1, 2)
+        return eval_transform(self.mean, self.std)(images)
+
     def _pin(self) -> bool:
         if self.pin_memory is not None:
             return self.pin_memory

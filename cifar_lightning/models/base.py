@@ -114,9 +114,13 @@ class ImageClassifier(L.LightningModule):
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True, prog_bar=True)
         self.log("test/acc_top5", self.test_acc_top5, on_step=False, on_epoch=True)
 
+    def param_groups(self) -> Any:
+        """What the optimizer updates; architectures override it for per-group settings."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)(
-            params=self.parameters()
+            params=self.param_groups()
         )
         spec = self.hparams.scheduler or {}
         if not spec.get("scheduler"):
