@@ -8,15 +8,19 @@ asks this module for the directory so both layouts work.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
-from hydra.errors import InstantiationException
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cifar_lightning.distributed import gpus_per_node, processes_per_node, shared_claim
 from cifar_lightning.errors import ConfigError, UserError
+from cifar_lightning.sweeps import parallel_jobs
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -40,8 +44,13 @@ def claim_dir(path: str) -> str:
 
     Two runs started within the same second would otherwise share (and overwrite) one
     timestamped directory. ``mkdir`` without ``exist_ok`` is atomic, so concurrent processes
-    cannot claim the same name.
+    cannot claim the same name. The processes of one distributed launch (torchrun) share
+    a single claim: see :mod:`cifar_lightning.distributed`.
     """
+    return shared_claim(path, _claim_fresh)
+
+
+def _claim_fresh(path: str) -> str:
     base, n = path, 0
     while True:
         candidate = base if n == 0 else f"{base}-{n}"
@@ -52,11 +61,32 @@ def claim_dir(path: str) -> str:
             n += 1
 
 
+def uint8(values: Any) -> list[int]:
+    """``${uint8:${data.mean}}``: colours given as fractions (like data.mean) in pixel values.
+
+    Augmentation pipelines run on uint8 images, so a fill of "the dataset mean" must be given
+    in 0..255; deriving it from ``data.mean`` keeps the two in step.
+    """
+    return [round(float(v) * 255) for v in values]
+
+
 def register_resolvers() -> None:
     """Idempotent: safe to call from every entry point and test."""
     if not OmegaConf.has_resolver("claim_dir"):
         # use_cache: Hydra resolves hydra.run.dir more than once; all must see one claim.
         OmegaConf.register_new_resolver("claim_dir", claim_dir, use_cache=True)
+    if not OmegaConf.has_resolver("uint8"):
+        OmegaConf.register_new_resolver("uint8", uint8)
+    # Sweeps: ${mul:${optim.lr},10} scales a search range around the chosen optimizer's
+    # default; ${parallel_jobs:} is how many joblib jobs this machine runs at once.
+    if not OmegaConf.has_resolver("mul"):
+        OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
+    if not OmegaConf.has_resolver("parallel_jobs"):
+        OmegaConf.register_new_resolver("parallel_jobs", parallel_jobs)
+    # The submitit launchers ask the cluster for what the trainer will use.
+    if not OmegaConf.has_resolver("processes_per_node"):
+        OmegaConf.register_new_resolver("processes_per_node", processes_per_node)
+        OmegaConf.register_new_resolver("gpus_per_node", gpus_per_node)
 
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
@@ -68,6 +98,40 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "train
     register_resolvers()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides or []))
+
+
+def compose_for_tool(argv: Sequence[str], config_name: str) -> tuple[DictConfig, dict[str, str]]:
+    """The config a command-line tool (summary, show_aug) runs with, and the group choices.
+
+    ``key=value`` and ``group=option`` arguments work as for training, but there is no Hydra
+    run: nothing is written and no run directory is made. A bad argument becomes one
+    :class:`ConfigError` (Hydra's own message, which lists a group's options).
+    """
+    register_resolvers()
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=list(argv), return_hydra_config=True)
+    except HydraException as e:
+        problem = str(e).split("\nConfig search path:")[0].strip()
+        raise ConfigError(
+            problem, fix="arguments are key=value or group=option, as for train"
+        ) from None
+    choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None}
+    with open_dict(cfg):
+        del cfg["hydra"]  # its run-dir interpolations would claim a directory if resolved
+    return cfg, choices
+
+
+def chosen_option(group: str) -> str | None:
+    """The option picked for a config group in this Hydra run (``aug=crop_flip`` → "crop_flip").
+
+    None outside a Hydra run (a config composed by :func:`compose_config`), where Hydra keeps
+    no record of the choices.
+    """
+    if not HydraConfig.initialized():
+        return None
+    choice = HydraConfig.get().runtime.choices.get(group)
+    return str(choice) if choice is not None else None
 
 
 def build(node: DictConfig, what: str, **kwargs: Any) -> Any:

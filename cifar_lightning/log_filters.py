@@ -26,5 +26,10 @@ def install() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropNoise) for f in logger.filters):
             logger.addFilter(_DropNoise())
+    # Optuna's SQLite storage runs alembic, which logs its set-up at INFO on every search.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # conf/hydra/launcher/{joblib,submitit_*}.yaml share the plugins' names on purpose, so
+    # Hydra type-checks them against the plugins' schemas; it warns that it does.
+    warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
     # Lightning 2.6 calls a helper torch >= 2.10 deprecated; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

@@ -25,11 +25,15 @@ from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lightning import log_filters
+from cifar_lightning import log_filters, sweeps, tune
 from cifar_lightning.configs import CONFIG_DIR, build, register_resolvers
+from cifar_lightning.data import batched_aug
+from cifar_lightning.distributed import check_launch
 from cifar_lightning.errors import ConfigError, exit_on_user_error
 from cifar_lightning.hparams_log import log_config_and_metrics
 from cifar_lightning.models.base import ImageClassifier
+from cifar_lightning.run_record import RecordFailure, record_failure
+from cifar_lightning.speed import speed_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"loss.label_smoothing={cfg.loss.label_smoothing} must be in [0, 1).")
     if cfg.model.get("_target_") is None:
         raise ConfigError("no model chosen.", fix="add model=depthwise (see conf/model/)")
+    if cfg.get("test_ckpt", "best") not in ("best", "last"):
+        raise ConfigError(f"test_ckpt={cfg.test_ckpt} is not best or last.", fix="test_ckpt=last")
+    if cfg.get("tune", {}).get("lr_find"):
+        tune.check(cfg.tune, cfg.trainer)
+    speed_callbacks(cfg)  # a bad compile= / channels_last= value fails here, before any work
 
 
 def resolve_precision(precision: Any, accelerator: str) -> Any:
@@ -66,6 +75,7 @@ def resolve_precision(precision: Any, accelerator: str) -> Any:
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
     callbacks = [build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks += speed_callbacks(cfg)  # channels_last / compile (cifar_lightning/speed.py)
     # Lightning refuses a progress bar / summary callback when the Trainer flag turns it off;
     # honour the flag instead, so `trainer.enable_progress_bar=false` just works.
     if not cfg.trainer.get("enable_progress_bar", True):
@@ -106,7 +116,8 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
     try:
         return L.Trainer(
             **kwargs,
-            callbacks=build_callbacks(cfg),
+            # RecordFailure: a run that raises still leaves its metrics.json (status failed).
+            callbacks=[*build_callbacks(cfg), RecordFailure(cfg, device_name)],
             logger=build_loggers(cfg) or False,
             default_root_dir=str(output_dir),
         )
@@ -135,6 +146,40 @@ def run_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def find_lr(cfg: DictConfig, datamodule: Any, output_dir: Path) -> tune.LRFindResult | None:
+    """``tune.lr_find=true``: an LR range test whose suggestion becomes optim.lr (and max_lr).
+
+    It trains a throwaway copy of the model inside a saved RNG state: the model built next
+    gets the same initial weights, and the run the same random streams, as a run given the
+    suggested LR on the command line.
+    """
+    with tune.rng_preserved():
+        model = build_model(cfg, datamodule)
+        kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+        kwargs["precision"] = resolve_precision(
+            kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
+        )
+        result = tune.lr_range_test(model, datamodule, kwargs, cfg.tune, output_dir)
+    if result is not None:
+        tune.use_lr(cfg, result.suggestion)
+    return result
+
+
+def checkpoint_to_test(cfg: DictConfig, best: str) -> str | None:
+    """The weights ``test`` measures: ``test_ckpt=best`` (by val/acc) or ``last`` (final)."""
+    if cfg.get("test_ckpt", "best") == "last":
+        return None
+    if not best:
+        log.warning("No best checkpoint was saved; testing the final weights.")
+        return None
+    if cfg.data.get("val_size") == 0:
+        log.warning(
+            "data.val_size=0 validates on the test set, so the 'best' checkpoint was picked by "
+            "test accuracy and its test number is optimistic; test_ckpt=last avoids that."
+        )
+    return "best"
+
+
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items())}
 
@@ -146,16 +191,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = build(cfg.data, "data", aug=build(cfg.aug.pipeline, "aug"))
+    datamodule = build(
+        cfg.data,
+        "data",
+        aug=build(cfg.aug.pipeline, "aug"),
+        batched_aug=batched_aug.from_config(cfg),
+        seed=cfg.seed,
+    )
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         # Load and split before the Trainer exists, so missing data or a bad split size fails
         # before anything is written. A multi-process launch leaves it to Lightning, which
         # prepares on rank zero before the other ranks set up.
         datamodule.prepare_data()
         datamodule.setup("fit")
+    lr_found = find_lr(cfg, datamodule, output_dir) if cfg.get("tune", {}).get("lr_find") else None
     model = build_model(cfg, datamodule)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     trainer = build_trainer(cfg, output_dir)
+    if lr_found is not None:
+        tune.log_figure(trainer.loggers, lr_found)
+    check_launch(trainer, in_sweep=sweeps.in_sweep())
     log.info(
         "Data: %s; model: %s (%s parameters); run dir: %s",
         datamodule.describe(),
@@ -168,11 +223,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     fit_metrics = _floats(trainer.callback_metrics)
 
     test_metrics: dict[str, float] = {}
+    tested = None
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if cfg.get("test", True) and not trainer.interrupted:
-        if not best:
-            log.warning("No best checkpoint was saved; testing the final weights.")
-        trainer.test(model, datamodule=datamodule, ckpt_path="best" if best else None)
+        ckpt_path = checkpoint_to_test(cfg, best)
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        tested = "best" if ckpt_path else "last"
         test_metrics = {
             k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test/")
         }
@@ -190,6 +246,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "overrides": run_overrides(),
         "best_checkpoint": best or None,
+        "tested": tested,
+        "lr_find": lr_found.record() if lr_found is not None else None,
         "run_dir": str(output_dir),
     }
     if trainer.is_global_zero:
@@ -231,11 +289,20 @@ def discard_unused_run_dir(run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    if sweeps.in_sweep():
+        # One job of many: its failure is recorded and fails this job only (cifar_lightning/
+        # sweeps.py); what it returns is what Optuna optimizes.
+        with sweeps.sweep_job(cfg):
+            return sweeps.optimized_value(cfg, train(cfg))
+    started = time.perf_counter()
     with exit_on_user_error():
         try:
             results = train(cfg)
         except ConfigError:
             discard_unused_run_dir(Path(cfg.paths.output_dir))
+            raise
+        except BaseException as error:
+            record_failure(cfg, error, time.perf_counter() - started)
             raise
     return results["metrics"].get(cfg.get("optimized_metric"))
 

@@ -103,3 +103,28 @@ def real_data() -> Path:
     if not path.exists():
         pytest.skip(f"CIFAR_LIGHTNING_REAL_DATA={value} does not exist")
     return path
+
+
+def assert_png(path: Path, min_size: tuple[int, int] = (200, 150)) -> None:
+    """A complete, decodable PNG of at least ``min_size`` pixels."""
+    with Image.open(path) as img:
+        assert img.format == "PNG", path
+        img.verify()
+    with Image.open(path) as img:
+        assert img.width >= min_size[0] and img.height >= min_size[1], (path, img.size)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One tiny finished training run on fake data, shared by the results tests.
+
+    Two epochs of 10 steps: its checkpoints feed evaluate/predict, its run dir the checks of
+    what training leaves behind (pictures, TensorBoard). Returns (run dir, results).
+    """
+    from cifar_lightning.train import train
+
+    out = tmp_path_factory.mktemp("trained_run")
+    cfg = compose_config(
+        [*FAST, f"paths.output_dir={out}", f"paths.data_dir={out / 'data'}", "trainer.max_epochs=2"]
+    )
+    return out, train(cfg)

@@ -10,7 +10,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from cifar_lightning.data.batched_aug import Compose
 from cifar_lightning.data.datasets import ArrayDataset
+from cifar_lightning.data.device_loader import DeviceLoader, ResidentArrays, make_device_loader
 from cifar_lightning.data.imagefolder import load_imagefolder
 from cifar_lightning.data.sources import (
     CIFAR10_CLASSES,
@@ -24,6 +26,7 @@ from cifar_lightning.errors import ConfigError
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 SOURCES = ("cifar10", "imagefolder", "fake")
+LOADERS = ("classic", "device")
 
 
 def default_num_workers() -> int:
@@ -43,6 +46,11 @@ class CIFAR10DataModule(L.LightningDataModule):
     same in every run with that seed whatever the training seed. The validation part gets the
     evaluation transform — never training augmentation. ``val_size=0`` validates on the test
     set (as the seed projects did).
+
+    ``loader="classic"`` serves batches from a DataLoader running the per-image ``aug`` in
+    workers; ``loader="device"`` keeps the arrays on the training device and augments whole
+    batches there with ``batched_aug`` (see :mod:`cifar_lightning.data.device_loader`); its
+    shuffles and augmentation draws are seeded by ``seed``.
     """
 
     def __init__(
@@ -62,6 +70,9 @@ class CIFAR10DataModule(L.LightningDataModule):
         fake_train_size: int = 2000,
         fake_test_size: int = 500,
         aug: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        loader: str = "classic",
+        batched_aug: Compose | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
@@ -74,6 +85,11 @@ class CIFAR10DataModule(L.LightningDataModule):
                 "data=imagefolder needs data.root.",
                 fix="add data.root=PATH (a folder with train/<class>/ and test/<class>/, or a "
                 ".tar.gz of it, e.g. ../shared/data/cifar10-jpeg.tar.gz)",
+            )
+        if loader not in LOADERS:
+            raise ConfigError(
+                f"data.loader={loader!r} is not a loader.",
+                fix=f"use data.loader={' or data.loader='.join(LOADERS)}",
             )
         if batch_size < 1:
             raise ConfigError(f"data.batch_size={batch_size} must be at least 1.")
@@ -99,6 +115,10 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.fake_sizes = (fake_train_size, fake_test_size)
         self.aug = aug
+        self.loader = loader
+        self.batched_aug = batched_aug
+        self.seed = seed
+        self._resident = ResidentArrays()
         self._splits: Splits | None = None
         self.train_set: ArrayDataset | None = None
         self.val_set: ArrayDataset | None = None
@@ -181,9 +201,11 @@ class CIFAR10DataModule(L.LightningDataModule):
         trainer = self.trainer
         return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
-    def _loader(self, dataset: ArrayDataset | None, train: bool) -> DataLoader:
+    def _loader(self, dataset: ArrayDataset | None, train: bool) -> DataLoader | DeviceLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
+        if self.loader == "device":
+            return self._device_loader(dataset, train)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -192,6 +214,28 @@ class CIFAR10DataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self._pin(),
             persistent_workers=self.num_workers > 0,
+        )
+
+    def _device_loader(self, dataset: ArrayDataset, train: bool) -> DeviceLoader:
+        if train and self.aug is not None and self.batched_aug is None:
+            raise ConfigError(
+                "data.loader=device needs the augmentation as batched ops (the aug's "
+                "`batched:` node), and none was given.",
+                fix="use data.loader=classic, or an aug= option that has a `batched:` node",
+            )
+        trainer = self.trainer
+        return make_device_loader(
+            dataset,
+            self._resident,
+            device=trainer.strategy.root_device if trainer else torch.device("cpu"),
+            batch_size=self.batch_size,
+            train=train,
+            mean=self.mean,
+            std=self.std,
+            augment=self.batched_aug,
+            seed=self.seed,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -205,4 +249,5 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def describe(self) -> str:
         where = {"cifar10": f"torchvision CIFAR-10 in {self.root}/", "fake": "synthetic data"}
-        return where.get(self.source, f"image folder {Path(str(self.root))}")
+        source = where.get(self.source, f"image folder {Path(str(self.root))}")
+        return f"{source}, {self.loader} loader"

@@ -32,8 +32,9 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.0
 class ImageClassifier(L.LightningModule):
     """Cross-entropy classifier with top-1/top-5 accuracy and configurable optimization.
 
-    Logs ``train/loss`` (per step), ``train/loss_epoch``, ``train/acc``, ``train/lr``,
-    ``val/loss``, ``val/acc``, ``val/acc_best``, ``test/loss``, ``test/acc``, ``test/acc_top5``.
+    Logs ``train/loss`` and ``train/lr`` (on the steps the loggers write, every
+    ``trainer.log_every_n_steps``), ``train/loss_epoch``, ``train/acc``, ``val/loss``,
+    ``val/acc``, ``val/acc_best``, ``test/loss``, ``test/acc``, ``test/acc_top5``.
     """
 
     net: nn.Module
@@ -54,9 +55,11 @@ class ImageClassifier(L.LightningModule):
         # ride along so predict/evaluate need nothing but the checkpoint.
         self.save_hyperparameters()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.train_loss = MeanMetric()
-        self.val_loss = MeanMetric()
-        self.test_loss = MeanMetric()
+        # nan_strategy="disable": the default NaN check reads a flag back to the host on
+        # every update — on a GPU, a wait for all queued work at every step.
+        self.train_loss = MeanMetric(nan_strategy="disable")
+        self.val_loss = MeanMetric(nan_strategy="disable")
+        self.test_loss = MeanMetric(nan_strategy="disable")
         self.train_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
@@ -84,28 +87,47 @@ class ImageClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, logits, y = self._shared_step(batch)
-        self.train_loss(loss)
-        self.train_acc(logits, y)
-        # train/loss: every logged step (the fine curve); train/loss_epoch: the epoch mean,
-        # comparable with val/loss.
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        # No host syncs per step: the metrics accumulate on the device, and the per-step
+        # values are read back only on the steps the loggers write (log_every_n_steps).
+        self.train_loss.update(loss.detach())
+        self.train_acc.update(logits.detach(), y)
+        if self._loggers_write_this_step():
+            # train/loss: the fine curve (and the progress bar's, refreshed at the same
+            # pace); handing Lightning a device tensor for the bar would make it read the
+            # value back every step. train/lr as a CPU tensor: a float would be copied to
+            # the device first, which waits for the GPU too.
+            self.log("train/loss", loss.detach().cpu(), on_step=True, on_epoch=False, prog_bar=True)
+            lr = self.optimizers().param_groups[0]["lr"]
+            self.log("train/lr", torch.tensor(float(lr)), on_step=True, on_epoch=False)
         return loss
 
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def on_train_epoch_end(self) -> None:
+        # train/loss_epoch: the epoch mean, comparable with val/loss.
+        self.log("train/loss_epoch", self.train_loss)
+        self.log("train/acc", self.train_acc)
+
+    def _loggers_write_this_step(self) -> bool:
+        """Lightning's rule for when ``Trainer(log_every_n_steps)`` writes a training step."""
+        trainer = self.trainer
+        if trainer.fast_dev_run:
+            return True
+        every = trainer.log_every_n_steps
+        return every > 0 and (self.global_step + 1) % every == 0
+
+    def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, logits, y = self._shared_step(batch)
         self.val_loss(loss)
         self.val_acc(logits, y)
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+        # The logits go to callbacks (on_validation_batch_end): confusion matrix, pictures.
+        return logits
 
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
-    def test_step(self, batch, batch_idx: int) -> None:
+    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, logits, y = self._shared_step(batch)
         self.test_loss(loss)
         self.test_acc(logits, y)
@@ -113,6 +135,7 @@ class ImageClassifier(L.LightningModule):
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True, prog_bar=True)
         self.log("test/acc_top5", self.test_acc_top5, on_step=False, on_epoch=True)
+        return logits
 
     def param_groups(self) -> Any:
         """What the optimizer updates; architectures override it for per-group settings."""

@@ -1,4 +1,4 @@
-"""Seed 003: a depthwise-separable net with 82,474 parameters and a 47-pixel receptive field.
+"""Seed 003: a depthwise-separable net with 82,474 parameters and a 25-pixel receptive field.
 
 No max-pooling: resolution drops through two stride-2 convs; a dilated conv widens the
 receptive field cheaply; global average pooling replaces a big linear head. Every conv (or
@@ -9,6 +9,11 @@ depthwise-separable pair) is followed by BatchNorm and ReLU ("BR" in the spec).
     C3  DS(48→64)             Conv(64→64, d2)     16x16
     C4  DS(64→96, s2)         Conv(96→96, 1x1)     8x8
     GAP → Dropout(0.05) → Linear(96→10)
+
+Receptive field of a C4 unit: 3, 5 | 7, 9 | 13, 21 | 25, 25 (``python -m cifar_lightning.summary
+model=depthwise`` derives it from the layers). The seed README's 47 comes from applying each
+stride-2 layer's stride to its own kernel (11 instead of 9, 31 instead of 25) and adding 16 for
+the final 1x1 conv, which sees no more pixels than its input.
 """
 
 from __future__ import annotations

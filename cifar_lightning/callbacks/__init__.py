@@ -1,0 +1,1 @@
+"""Our own Lightning callbacks, listed by name in ``conf/callbacks/``."""

@@ -1,0 +1,50 @@
+"""Show the training augmentation in TensorBoard when fitting starts.
+
+A recipe's augmentation is easy to get subtly wrong (a fill colour, a border mode, a crop
+that is too strong) and hard to see from numbers; one picture at step 0 shows it. The same
+grid ``python -m cifar_lightning.show_aug`` draws, also saved as ``aug_preview.png`` in the
+run directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from cifar_lightning.data.aug_grid import preview, save_png
+
+TAG = "aug/preview"
+FILENAME = "aug_preview.png"
+
+
+class AugmentationPreview(Callback):
+    def __init__(self, images: int = 10, draws: int = 8, seed: int = 0, save: bool = True) -> None:
+        self.images = images
+        self.draws = draws
+        self.seed = seed
+        self.save = save
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        dataset = getattr(datamodule, "train_set", None)
+        if not trainer.is_global_zero or dataset is None or datamodule.aug is None:
+            return
+        tensorboards = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        if not tensorboards and not self.save:
+            return
+        image = preview(
+            dataset,
+            datamodule.classes,
+            datamodule.aug,
+            title=f"training augmentation: {len(dataset):,} images, each drawn {self.draws}x",
+            images=self.images,
+            draws=self.draws,
+            seed=self.seed,
+        )
+        if self.save:
+            save_png(image, Path(trainer.default_root_dir) / FILENAME)
+        for logger in tensorboards:
+            logger.experiment.add_image(TAG, image, global_step=0, dataformats="HWC")

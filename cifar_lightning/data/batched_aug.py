@@ -1,0 +1,349 @@
+"""Augmentation of whole batches, each image with its own random draw, in tensor ops only.
+
+The per-image torchvision pipeline (an aug's ``pipeline:`` node) runs one image at a time in
+Python, in loader workers on the CPU: for a net as small as CIFAR-10's, that sets the pace,
+not the GPU. These ops take a whole (N, C, H, W) uint8 batch on whatever device it lives on
+and draw every image's parameters (offsets, flips, holes) at once, so a batch costs a handful
+of kernel launches however large it is. An aug's ``batched:`` node builds them
+(``conf/aug/crop_flip.yaml``); the device loader (:mod:`cifar_lightning.data.device_loader`)
+runs them and then normalizes.
+
+Each op matches its per-image counterpart in distribution:
+
+- :class:`RandomCrop` ≡ ``v2.RandomCrop(size, padding, padding_mode=…)`` back to the input size:
+  every offset in ``[-padding, padding]`` equally likely, per axis.
+- :class:`Translate` ≡ an integer shift of up to ``max_shift`` pixels per axis, the uncovered
+  border filled with ``fill`` (what ``v2.RandomAffine(translate=…)`` does, in whole pixels).
+- :class:`HorizontalFlip` ≡ ``v2.RandomHorizontalFlip(p)``.
+- :class:`Cutout` ≡ one or more ``size``-square holes lying wholly inside the image, filled with
+  ``fill``, applied to an image with probability ``p`` (albumentations' ``CoarseDropout`` and
+  ``v2.RandomErasing`` place holes the same way).
+
+Fill values are fractions of full intensity per channel, like ``data.mean``, so a yaml can say
+``fill: ${data.mean}`` for "the dataset mean".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torchvision import transforms as T
+
+from cifar_lightning.configs import build, chosen_option, config_dir
+from cifar_lightning.errors import ConfigError
+
+Fill = float | Sequence[float]
+PADDING_MODES = ("constant", "reflect")
+
+
+@dataclass(frozen=True)
+class PerImage:
+    """An op's per-image counterpart in torchvision's classic transforms (PIL or tensor)."""
+
+    transform: Callable
+    tensor_only: bool = False
+
+
+class _Fill:
+    """A fill value (0..1, one or one per channel) as a (1, C, 1, 1) tensor in image units.
+
+    Built once per device and dtype: making it per batch would copy host to device every
+    batch, and on a GPU such a copy waits for all queued work.
+    """
+
+    def __init__(self, fill: Fill, what: str) -> None:
+        values = [fill] if isinstance(fill, int | float) else list(fill)
+        if not values or any(not 0.0 <= float(v) <= 1.0 for v in values):
+            raise ConfigError(
+                f"{what} fill={fill!r} must be one value or one per channel, each in [0, 1] "
+                "(a fraction of full intensity, like data.mean).",
+                fix="e.g. fill: 0 (black) or fill: ${data.mean} (the dataset mean)",
+            )
+        self.values = [float(v) for v in values]
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    def pil(self, channels: int = 3) -> tuple[int, ...]:
+        """The fill as PIL wants it: one 0..255 integer per channel."""
+        values = self.values * channels if len(self.values) == 1 else self.values
+        return tuple(round(v * 255) for v in values)
+
+    def like(self, images: torch.Tensor) -> torch.Tensor:
+        channels = images.shape[1]
+        key = (images.device, images.dtype, channels)
+        if key not in self._cache:
+            values = self.values * channels if len(self.values) == 1 else self.values
+            if len(values) != channels:
+                raise ValueError(f"fill {self.values} for {channels}-channel images")
+            t = torch.tensor(values, dtype=torch.float32)
+            if images.dtype == torch.uint8:
+                t = (t * 255).round()
+            self._cache[key] = t.to(images.dtype).view(1, channels, 1, 1).to(images.device)
+        return self._cache[key]
+
+
+def _source_index(
+    size: int, shift: torch.Tensor, padding_mode: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Where each output row (or column) of each image reads from, after a per-image shift.
+
+    Output pixel ``i`` of image ``n`` shows input pixel ``i + shift[n]``. Reading past an edge
+    either reflects (mirror without repeating the edge pixel, like ``F.pad(mode="reflect")``)
+    or is marked invalid, to be filled. Returns the (N, size) indices and, for ``constant``,
+    the (N, size) mask of valid reads.
+    """
+    src = torch.arange(size, device=shift.device).unsqueeze(0) + shift.unsqueeze(1)
+    if padding_mode == "reflect":
+        last = size - 1
+        return last - (last - src.abs()).abs(), None
+    valid = (src >= 0) & (src < size)
+    return src.clamp(0, size - 1), valid
+
+
+def shift_images(
+    images: torch.Tensor,
+    dy: torch.Tensor,
+    dx: torch.Tensor,
+    padding_mode: str = "constant",
+    fill: _Fill | None = None,
+) -> torch.Tensor:
+    """Shift image ``n`` by (``dy[n]``, ``dx[n]``) pixels in one gather, with no padded copy.
+
+    Cropping a padded image at offset ``o`` is this with shift ``o - padding``. Index
+    arithmetic instead of padding keeps one code path for reflect and constant borders and
+    works on uint8 on every device (``F.pad``'s reflect mode takes no uint8 on CPU). For a
+    constant border each image gets one extra pixel holding the fill value, and reads from
+    outside the image point at it, so one gather does the shift and the fill.
+    """
+    n, c, h, w = images.shape
+    rows, row_ok = _source_index(h, dy, padding_mode)
+    cols, col_ok = _source_index(w, dx, padding_mode)
+    flat = rows.view(n, h, 1) * w + cols.view(n, 1, w)  # (n, h, w) source pixel per output pixel
+    source = images.reshape(n, c, h * w)
+    if row_ok is not None and col_ok is not None:
+        inside = row_ok.view(n, h, 1) & col_ok.view(n, 1, w)
+        flat = torch.where(inside, flat, h * w)
+        fill_pixel = fill.like(images) if fill is not None else images.new_zeros(1, c, 1, 1)
+        source = torch.cat([source, fill_pixel.view(1, c, 1).expand(n, c, 1)], dim=2)
+    index = flat.view(n, 1, h * w).expand(n, c, h * w)
+    return source.gather(2, index).view(n, c, h, w)
+
+
+def _uniform_ints(low: int, high: int, n: int, g: torch.Generator, device) -> torch.Tensor:
+    """``n`` integers, each uniform on ``[low, high]`` (both ends included)."""
+    return torch.randint(low, high + 1, (n,), generator=g, device=device)
+
+
+class RandomCrop:
+    """Pad by ``padding`` (``constant`` with ``fill``, or ``reflect``); crop at a random spot."""
+
+    def __init__(self, padding: int, padding_mode: str = "constant", fill: Fill = 0.0) -> None:
+        if padding < 0:
+            raise ConfigError(f"batched RandomCrop padding={padding} must be 0 or more.")
+        if padding_mode not in PADDING_MODES:
+            raise ConfigError(
+                f"batched RandomCrop padding_mode={padding_mode!r} is not supported.",
+                fix=f"use one of {', '.join(PADDING_MODES)}",
+            )
+        self.padding, self.padding_mode = padding, padding_mode
+        self.fill = _Fill(fill, "batched RandomCrop")
+
+    def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        p, n = self.padding, images.shape[0]
+        if p == 0:
+            return images
+        if self.padding_mode == "reflect" and p >= min(images.shape[-2:]):
+            raise ValueError(f"reflect padding {p} needs images larger than {p} pixels")
+        dy = _uniform_ints(-p, p, n, g, images.device)
+        dx = _uniform_ints(-p, p, n, g, images.device)
+        return shift_images(images, dy, dx, self.padding_mode, self.fill)
+
+    def per_image(self, size: int) -> PerImage:
+        return PerImage(
+            T.RandomCrop(size, self.padding, fill=self.fill.pil(), padding_mode=self.padding_mode)
+        )
+
+    def __repr__(self) -> str:
+        return f"RandomCrop(padding={self.padding}, padding_mode={self.padding_mode!r})"
+
+
+class Translate:
+    """Shift up to ``max_shift`` whole pixels along each axis; the uncovered edge gets ``fill``."""
+
+    def __init__(self, max_shift: int, fill: Fill = 0.0) -> None:
+        if max_shift < 0:
+            raise ConfigError(f"batched Translate max_shift={max_shift} must be 0 or more.")
+        self.max_shift = max_shift
+        self.fill = _Fill(fill, "batched Translate")
+
+    def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        s, n = self.max_shift, images.shape[0]
+        if s == 0:
+            return images
+        dy = _uniform_ints(-s, s, n, g, images.device)
+        dx = _uniform_ints(-s, s, n, g, images.device)
+        return shift_images(images, dy, dx, "constant", self.fill)
+
+    def per_image(self, size: int) -> PerImage:
+        # RandomAffine rounds a continuous shift: the same range, the two extreme shifts
+        # half as likely. Close enough for its use, a per-image baseline for the benchmark.
+        shift = self.max_shift / size
+        return PerImage(T.RandomAffine(0, translate=(shift, shift), fill=self.fill.pil()))
+
+    def __repr__(self) -> str:
+        return f"Translate(max_shift={self.max_shift})"
+
+
+class HorizontalFlip:
+    """Mirror left-right with probability ``p``, independently per image."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"batched HorizontalFlip p={p} must be in [0, 1].")
+        self.p = p
+
+    def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        flip = torch.rand(images.shape[0], generator=g, device=images.device) < self.p
+        return torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
+
+    def per_image(self, size: int) -> PerImage:
+        return PerImage(T.RandomHorizontalFlip(self.p))
+
+    def __repr__(self) -> str:
+        return f"HorizontalFlip(p={self.p})"
+
+
+class Cutout:
+    """With probability ``p``: ``holes`` squares of ``size`` pixels, wholly inside, get ``fill``."""
+
+    def __init__(self, size: int, p: float = 1.0, fill: Fill = 0.0, holes: int = 1) -> None:
+        if size < 1:
+            raise ConfigError(f"batched Cutout size={size} must be at least 1.")
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"batched Cutout p={p} must be in [0, 1].")
+        if holes < 1:
+            raise ConfigError(f"batched Cutout holes={holes} must be at least 1.")
+        self.size, self.p, self.holes = size, p, holes
+        self.fill = _Fill(fill, "batched Cutout")
+
+    def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        n, _, h, w = images.shape
+        if self.size > min(h, w):
+            raise ValueError(f"a {self.size}-pixel hole does not fit in {h}x{w} images")
+        dev = images.device
+        apply = torch.rand(n, generator=g, device=dev) < self.p
+        rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
+        hole = torch.zeros(n, h, w, dtype=torch.bool, device=dev)
+        for _ in range(self.holes):  # a loop over holes, never over images
+            top = _uniform_ints(0, h - self.size, n, g, dev).view(n, 1)
+            left = _uniform_ints(0, w - self.size, n, g, dev).view(n, 1)
+            in_rows = (rows >= top) & (rows < top + self.size)  # (n, h)
+            in_cols = (cols >= left) & (cols < left + self.size)  # (n, w)
+            hole |= in_rows.view(n, h, 1) & in_cols.view(n, 1, w)
+        hole &= apply.view(n, 1, 1)
+        return torch.where(hole.unsqueeze(1), self.fill.like(images), images)
+
+    def per_image(self, size: int) -> PerImage:
+        # RandomErasing with a fixed area and aspect ratio 1 cuts one size x size hole wholly
+        # inside the image. It works on tensors only. With several holes, each is drawn with
+        # probability p on its own (here all holes of an image share one draw).
+        area = self.size**2 / size**2
+        erase = T.RandomErasing(
+            p=self.p, scale=(area, area), ratio=(1.0, 1.0), value=self.fill.values
+        )
+        return PerImage(T.Compose([erase] * self.holes), tensor_only=True)
+
+    def __repr__(self) -> str:
+        return f"Cutout(size={self.size}, p={self.p}, holes={self.holes})"
+
+
+class Compose:
+    """Run ``ops`` in order on a uint8 (N, C, H, W) batch; ``[]`` is no augmentation."""
+
+    def __init__(self, ops: Sequence = ()) -> None:
+        self.ops = list(ops)
+
+    def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        for op in self.ops:
+            images = op(images, g)
+        return images
+
+    def per_image(self, size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
+        """The same augmentation the way the seed projects wrote it, for PIL images.
+
+        torchvision's classic transforms, one image at a time, then ``ToTensor`` (moved ahead
+        of the first op that needs a tensor) and ``Normalize``: the baseline the benchmark
+        (``python -m cifar_lightning.bench``) measures the batched ops against.
+        """
+        steps: list = []
+        as_tensor = False
+        for op in self.ops:
+            counterpart = op.per_image(size)
+            if counterpart.tensor_only and not as_tensor:
+                steps.append(T.ToTensor())
+                as_tensor = True
+            steps.append(counterpart.transform)
+        if not as_tensor:
+            steps.append(T.ToTensor())
+        return T.Compose([*steps, T.Normalize(list(mean), list(std))])
+
+    def __repr__(self) -> str:
+        return f"Compose({self.ops})"
+
+
+class Normalize:
+    """uint8 → float32, then ``(x / 255 - mean) / std`` per channel: the end of every pipeline."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def to(self, device: torch.device) -> Normalize:
+        """Keep the constants where the images are: no host-to-device copy per batch."""
+        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        # Same arithmetic, in the same order, as v2.ToDtype(scale=True) + v2.Normalize, so both
+        # loaders give the same floats for the same image.
+        return images.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
+
+
+def batched_aug_options(conf: str | Path | None = None) -> list[str]:
+    """The ``aug=`` options whose yaml has a ``batched:`` node (so the device loader takes them)."""
+    names = []
+    for path in sorted(Path(conf or config_dir(), "aug").glob("*.yaml")):
+        node = OmegaConf.load(path)
+        if isinstance(node, DictConfig) and node.get("batched") is not None:
+            names.append(path.stem)
+    return names
+
+
+def from_config(cfg: DictConfig, needed_by: str | None = None) -> Compose | None:
+    """The run's batched augmentation when ``data.loader=device`` asks for it, else None.
+
+    ``needed_by`` names another user that needs it whatever the loader (the benchmark).
+    An aug with no ``batched:`` node (albumentations, rotations, colour jitter: what these
+    ops cannot express exactly) cannot run on the device loader; say so before any work
+    starts rather than silently training with a different augmentation.
+    """
+    if needed_by is None and cfg.data.get("loader", "classic") != "device":
+        return None
+    node = cfg.aug.get("batched")
+    if node is None:
+        name = chosen_option("aug")
+        which = f"aug={name}" if name else "the chosen aug"
+        works = ", ".join(f"aug={o}" for o in batched_aug_options())
+        fix = f"pick an aug the device loader runs: {works}"
+        if needed_by is None:
+            fix = f"drop data.loader=device to run {which} on the classic loader, or {fix}"
+        raise ConfigError(
+            f"{which} has no batched form (no `batched:` node in its yaml), so "
+            f"{needed_by or 'data.loader=device'} cannot run it.",
+            fix=fix,
+        )
+    return build(node, "aug")

@@ -1,0 +1,201 @@
+"""``data.loader=device``: the dataset lives on the training device; batches are cut from it.
+
+CIFAR-10 is 180 MB as uint8 — nothing next to a GPU's memory. Copying it there once and then
+indexing, augmenting (:mod:`cifar_lightning.data.batched_aug`) and normalizing whole batches
+in place removes the per-image Python work and the host-to-device copy from every step, which
+is what limits a net this small. It runs the same on a CPU (the "device" is then the CPU).
+
+What a training epoch yields, by design:
+
+- a seeded shuffle per epoch (``seed`` + epoch, as :class:`~torch.utils.data.DistributedSampler`
+  does), so a run is reproducible and a resumed run sees the same orders;
+- under DDP, each rank its own shard of that shuffle (the sampler's ``rank::world_size``
+  split); the at most ``world_size - 1`` images that do not divide evenly are left out of that
+  epoch (a different few each epoch), so every rank runs the same number of steps;
+- on one device, every training image exactly once: the last batch is smaller when the
+  training split is not a multiple of the batch size (e.g. 45,000 images at batch 512: 87
+  batches of 512 and one of 456). It is kept rather than dropped so no image is skipped;
+  BatchNorm copes with it, and a compiled net compiles that one extra shape once.
+
+Validation and test go through the same path in order, without augmentation, and under DDP
+padded like Lightning pads the classic loaders. The augmentation draws come from a generator
+on the device, seeded from (seed, epoch, rank), so they too repeat run to run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DistributedSampler
+
+from cifar_lightning.data.batched_aug import Compose, Normalize
+from cifar_lightning.data.datasets import ArrayDataset
+
+
+class EpochSampler(DistributedSampler):
+    """:class:`~torch.utils.data.DistributedSampler` over ``n`` items, also as one tensor.
+
+    Lightning calls ``set_epoch`` on a loader's ``sampler`` at every epoch start, for this
+    loader as for a DataLoader. :meth:`indices` is the parent's ``__iter__`` (same seed, same
+    order, same shard) computed with tensor ops: turning 50,000 indices into a Python list
+    and back every epoch would be wasted time. A test keeps the two identical.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__(
+            range(n),  # only its length is used
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+        )
+        self.n = n
+
+    def indices(self) -> torch.Tensor:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        if self.drop_last:
+            order = order[: self.total_size]
+        elif self.total_size > self.n:  # pad by repeating from the start, as the parent does
+            order = order.repeat(math.ceil(self.total_size / self.n))[: self.total_size]
+        return order[self.rank : self.total_size : self.num_replicas]
+
+
+class DeviceLoader:
+    """Batches of ``(images, labels)`` cut from uint8 images already on the device.
+
+    ``images`` is (N, 3, H, W) uint8 and ``labels`` (N,) int64, both on the training device;
+    ``subset`` picks the images this loader serves (a train or validation split of them), so
+    the train and validation loaders can share one copy of the training set.
+    """
+
+    # Lightning looks for ``sampler`` (to call ``set_epoch``) and then ``batch_sampler`` on
+    # any loader it is given, as on a DataLoader; this one batches by itself.
+    batch_sampler = None
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        subset: torch.Tensor | None,
+        batch_size: int,
+        sampler: EpochSampler,
+        normalize: Normalize,
+        augment: Compose | None = None,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        n = len(labels) if subset is None else len(subset)
+        if sampler.n != n:
+            raise ValueError(f"the sampler covers {sampler.n} items, the loader {n}")
+        self.images = images
+        self.labels = labels
+        self.subset = subset.to(images.device) if subset is not None else None
+        self.batch_size = batch_size
+        self.sampler = sampler
+        self.normalize = normalize.to(images.device)
+        self.augment = augment
+        self.seed = seed
+        self.drop_last = drop_last
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def __len__(self) -> int:
+        per_rank = len(self.sampler)
+        if self.drop_last:
+            return per_rank // self.batch_size
+        return math.ceil(per_rank / self.batch_size)
+
+    def epoch_indices(self) -> torch.Tensor:
+        """This epoch's images for this rank, in order, as indices into ``images``."""
+        order = self.sampler.indices().to(self.device)
+        return order if self.subset is None else self.subset[order]
+
+    def _generator(self) -> torch.Generator:
+        """The augmentation's random stream for this epoch and rank, on the device."""
+        seed = np.random.SeedSequence([self.seed, self.sampler.epoch, self.sampler.rank])
+        return torch.Generator(self.device).manual_seed(int(seed.generate_state(1)[0]))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.epoch_indices()
+        g = self._generator() if self.augment is not None else None
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            images = self.images[idx]
+            if self.augment is not None:
+                images = self.augment(images, g)
+            yield self.normalize(images), self.labels[idx]
+
+
+class ResidentArrays:
+    """The uint8 arrays copied to the device once, then shared by every loader that needs them."""
+
+    def __init__(self) -> None:
+        self._copies: dict[tuple[int, str], tuple[torch.Tensor, np.ndarray]] = {}
+
+    def get(self, array: np.ndarray, device: torch.device) -> torch.Tensor:
+        key = (id(array), str(device))
+        if key not in self._copies:
+            if array.ndim == 4:  # (N, H, W, C) images → (N, C, H, W), contiguous for the gathers
+                tensor = torch.from_numpy(array).to(device).permute(0, 3, 1, 2).contiguous()
+            else:
+                tensor = torch.from_numpy(array).to(device)
+            # Holding the array keeps its id from being reused by another array.
+            self._copies[key] = (tensor, array)
+        return self._copies[key][0]
+
+
+def make_device_loader(
+    dataset: ArrayDataset,
+    resident: ResidentArrays,
+    device: torch.device,
+    batch_size: int,
+    train: bool,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    augment: Compose | None = None,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DeviceLoader:
+    """A device loader over the same images, labels and split as a classic ``ArrayDataset``."""
+    images = resident.get(dataset.images, device)
+    labels = resident.get(dataset.labels, device)
+    subset = torch.from_numpy(np.asarray(dataset.indices, dtype=np.int64))
+    sampler = EpochSampler(
+        len(subset),
+        num_replicas=world_size,
+        rank=rank,
+        shuffle=train,
+        seed=seed,
+        # Training: an even split across ranks (every rank the same number of steps).
+        # Evaluation: every image, padded like Lightning pads the classic loaders.
+        drop_last=train,
+    )
+    return DeviceLoader(
+        images,
+        labels,
+        subset,
+        batch_size=batch_size,
+        sampler=sampler,
+        normalize=Normalize(mean, std),
+        augment=augment if train else None,
+        seed=seed,
+    )

@@ -1,0 +1,116 @@
+"""One run, several processes: every rank must write into the same run directory.
+
+Lightning's own DDP launcher (``trainer=ddp``) re-runs the command for ranks 1… with
+``hydra.run.dir`` set to rank 0's directory, so they agree by construction. An outside
+launcher — ``torchrun``, ``srun`` or a hand-started process per node — starts every process
+itself, and each one composes its own config: left alone, each would claim its own
+timestamped directory (they start a second apart, or ``claim_dir`` adds ``-1``).
+:func:`shared_claim` makes them agree: under torchrun rank 0 claims the directory and hands
+the name to the others through torchrun's own key-value store; elsewhere there is nothing
+to hand it through, so the run stops at once and asks for one directory for all processes.
+
+Separately, :func:`check_launch` rejects the one combination that silently misbehaves:
+Lightning re-running the command line from inside a Hydra sweep.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from datetime import timedelta
+
+import lightning as L
+from lightning.fabric.plugins.environments.slurm import _is_srun_used
+from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+from omegaconf import OmegaConf
+
+from cifar_lightning.errors import ConfigError
+
+# How long ranks 1… wait for rank 0 to name the run directory (it may still be importing).
+_HANDOFF_TIMEOUT = timedelta(minutes=5)
+# A process claims its directories in the same order on every rank; number the claims so
+# each one gets its own key in the store.
+_claim_numbers = itertools.count()
+
+
+def outside_launcher() -> str | None:
+    """Which outside launcher started this process as one of several, if any."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
+        return "torchrun"
+    if (
+        # Lightning's own test for "srun started one process per task" (not interactive)
+        _is_srun_used()
+        and int(os.environ["SLURM_NTASKS"]) > 1
+        # submitit's tasks share the sweep directory through the pickled config
+        and "SUBMITIT_EXECUTOR" not in os.environ
+    ):
+        return "srun"
+    if "NODE_RANK" in os.environ:  # Lightning's hand-started multi-node launch
+        return "a process per node"
+    return None
+
+
+def shared_claim(path: str, claim: Callable[[str], str]) -> str:
+    """``claim(path)`` once for all the processes of one launch; every process gets its name."""
+    launcher = outside_launcher()
+    if launcher is None:
+        return claim(path)
+    if launcher == "torchrun" and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        return _claim_through_torchrun_store(path, claim)
+    raise ConfigError(
+        f"this process was started by {launcher} as one of several, and each would claim its "
+        "own run directory.",
+        fix="give every process the same one, e.g. hydra.run.dir=outputs/ddp-$SLURM_JOB_ID "
+        "(or launch with `-m hydra/launcher=submitit_slurm`, which handles it)",
+    )
+
+
+def _claim_through_torchrun_store(path: str, claim: Callable[[str], str]) -> str:
+    # torchrun's agent hosts a TCPStore at MASTER_ADDR:MASTER_PORT for the whole launch (it
+    # is how init_process_group finds its peers); a key there reaches every rank, on every
+    # node, and dies with the launch — no stale names from an earlier run.
+    from torch.distributed import TCPStore
+
+    store = TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        is_master=False,
+        timeout=_HANDOFF_TIMEOUT,
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    key = f"cifar_lightning/claim/{attempt}/{next(_claim_numbers)}"
+    if int(os.environ["RANK"]) == 0:
+        claimed = claim(path)
+        store.set(key, claimed)
+        return claimed
+    return store.get(key).decode()
+
+
+def check_launch(trainer: L.Trainer, in_sweep: bool) -> None:
+    """Refuse DDP's script re-launch inside a sweep before it starts a second sweep per rank."""
+    if in_sweep and isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+        raise ConfigError(
+            "trainer.strategy=ddp starts the other ranks by re-running the command line, which "
+            "inside a sweep (-m) would re-run the whole sweep once per rank.",
+            fix="in a local sweep use trainer.strategy=ddp_spawn; on SLURM use "
+            "hydra/launcher=submitit_slurm (it starts one task per device)",
+        )
+
+
+def processes_per_node(devices: object) -> int:
+    """How many processes (one per device) a run starts per node, for a cluster launcher.
+
+    ``auto`` and ``-1`` ("all the node has") count as one: the launcher must ask the cluster
+    for a number before the job knows what the node has, so say ``trainer.devices=N``.
+    """
+    if isinstance(devices, list | tuple) or OmegaConf.is_list(devices):
+        return len(devices)
+    text = str(devices).strip()
+    if "," in text:  # Lightning's "0,1" form
+        return len([d for d in text.split(",") if d.strip()])
+    return int(text) if text.isdigit() and int(text) > 0 else 1
+
+
+def gpus_per_node(accelerator: str, devices: object) -> int:
+    return 0 if str(accelerator) == "cpu" else processes_per_node(devices)

@@ -1,0 +1,235 @@
+"""``tune.lr_find=true``: an LR range test before training (Lightning's ``Tuner.lr_find``).
+
+The test trains for ``tune.num_training`` steps while the learning rate grows from
+``tune.min_lr`` to ``tune.max_lr`` and records the loss; Lightning suggests the LR where the
+loss falls fastest. That suggestion becomes ``optim.lr`` and, for one-cycle, its ``max_lr``
+(seed 004 found its LR this way). The plot goes into the run dir as ``lr_find.png`` and into
+TensorBoard; the suggestion into ``metrics.json``.
+
+The test runs on its own Trainer, so a run cut short with ``trainer.max_epochs`` or
+``trainer.limit_train_batches`` still gets a full range test, and on a throwaway copy of the
+model inside a saved RNG state, so the run that follows is exactly the run one would get by
+passing the suggested LR directly (see ``train.find_lr``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.tuner import Tuner
+from omegaconf import DictConfig, OmegaConf
+
+from cifar_lightning.errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
+
+PLOT_NAME = "lr_find.png"
+# Lightning's suggestion skips the first 10 and the last recorded step and needs 2 more.
+MIN_STEPS = 13
+
+
+@dataclass
+class LRFindResult:
+    suggestion: float
+    lrs: list[float]
+    losses: list[float]
+    plot_path: Path
+    finder: Any  # Lightning's _LRFinder: draws the plot
+
+    def record(self) -> dict[str, Any]:
+        """What metrics.json keeps."""
+        return {"suggestion": self.suggestion, "steps": len(self.lrs), "plot": str(self.plot_path)}
+
+
+def check(tune: DictConfig, trainer: DictConfig) -> None:
+    """Fail before any work on a range test that could not give a suggestion or one LR."""
+    steps = tune.get("num_training", 100)
+    if steps < MIN_STEPS:
+        raise ConfigError(
+            f"tune.num_training={steps} is too few steps for an LR range test: Lightning's "
+            f"suggestion skips the first 10 and needs at least {MIN_STEPS}.",
+            fix="use tune.num_training=20 or more (100 is Lightning's default)",
+        )
+    if not 0 < tune.min_lr < tune.max_lr:
+        raise ConfigError(
+            f"tune.min_lr={tune.min_lr} and tune.max_lr={tune.max_lr} must satisfy "
+            "0 < min_lr < max_lr.",
+            fix="e.g. tune.min_lr=1e-6 tune.max_lr=1",
+        )
+    if tune.get("mode", "exponential") not in ("exponential", "linear"):
+        raise ConfigError(
+            f"tune.mode={tune.mode} is not a range-test mode.", fix="use exponential or linear"
+        )
+    if _several_processes(trainer):
+        # Each process would run its own test and could pick its own LR.
+        raise ConfigError(
+            "tune.lr_find runs the range test in one process on one device; this run uses several.",
+            fix="run the test alone first (add trainer.devices=1 trainer.num_nodes=1 "
+            "trainer.max_epochs=1 trainer.limit_train_batches=1), then pass its suggestion "
+            "(lr_find.suggestion in metrics.json) as optim.lr=… with tune.lr_find=false",
+        )
+
+
+def _several_processes(trainer: DictConfig) -> bool:
+    """Whether the run trains in more than one process (DDP), as far as its config says."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or (trainer.get("num_nodes") or 1) > 1:
+        return True
+    devices = trainer.get("devices", "auto")
+    if devices in ("auto", -1, "-1"):
+        on_gpu = trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda")
+        return on_gpu and torch.cuda.device_count() > 1
+    if isinstance(devices, str):  # "2", or device ids "0,1"
+        devices = int(devices) if devices.strip().isdigit() else devices.strip(",").split(",")
+    return devices > 1 if isinstance(devices, int) else len(devices) > 1
+
+
+@contextlib.contextmanager
+def rng_preserved() -> Iterator[None]:
+    """Run the block, then put every global RNG (torch, CUDA, NumPy, random) back as it was."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def lr_range_test(
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    trainer_kwargs: dict[str, Any],
+    tune: DictConfig,
+    output_dir: Path,
+) -> LRFindResult | None:
+    """Run the test on ``model`` (whose weights Lightning restores afterwards).
+
+    Returns None when the Trainer skips it (``trainer.fast_dev_run``).
+    """
+    check(tune, OmegaConf.create(trainer_kwargs))
+    if trainer_kwargs.get("fast_dev_run"):
+        log.warning("trainer.fast_dev_run: skipping the LR range test; optim.lr stays as set.")
+        return None
+    trainer = L.Trainer(
+        **{
+            **trainer_kwargs,
+            # The test's own length is num_training steps, whatever limits the run has
+            # (max_steps also gives the model's one-cycle schedule, replaced by the test's, a
+            # finite length to be built with).
+            "max_epochs": -1,
+            "devices": 1,
+            "num_nodes": 1,
+            "strategy": "auto",
+            "max_steps": int(tune.num_training),
+            "max_time": None,
+            "limit_train_batches": None,
+            "enable_checkpointing": False,
+            "enable_model_summary": False,
+        },
+        logger=False,
+        callbacks=[],
+        default_root_dir=str(output_dir),
+    )
+    with _quiet():
+        finder = Tuner(trainer).lr_find(
+            model,
+            # Training batches only: validating during a range test would only cost time.
+            train_dataloaders=datamodule.train_dataloader(),
+            min_lr=float(tune.min_lr),
+            max_lr=float(tune.max_lr),
+            num_training=int(tune.num_training),
+            mode=str(tune.mode),
+            early_stop_threshold=tune.get("early_stop_threshold"),
+            update_attr=False,
+        )
+    if finder is None:  # Lightning skipped it (it does so only for fast_dev_run)
+        return None
+    suggestion = finder.suggestion()
+    lrs, losses = list(finder.results["lr"]), list(finder.results["loss"])
+    if suggestion is None:
+        finite = sum(math.isfinite(loss) for loss in losses)
+        raise UserError(
+            f"the LR range test gave no suggestion: {finite} of its {len(lrs)} steps "
+            f"(tune.num_training={tune.num_training}) gave a finite loss before it diverged, "
+            "too few to find where the loss falls fastest.",
+            fix="lower tune.max_lr or raise tune.early_stop_threshold (null: never stop "
+            "early); or set optim.lr yourself with tune.lr_find=false",
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    result = LRFindResult(float(suggestion), lrs, losses, output_dir / PLOT_NAME, finder)
+    fig = figure(result)
+    fig.savefig(result.plot_path, dpi=120, bbox_inches="tight")
+    _close(fig)
+    log.info(
+        "LR range test (%d steps, lr %.1e to %.1e): suggested lr %.4g; plot: %s",
+        len(lrs),
+        tune.min_lr,
+        tune.max_lr,
+        result.suggestion,
+        result.plot_path,
+    )
+    return result
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Drop two notices Lightning gives on every range test that mean nothing here.
+
+    The test trains without validation on purpose, and saves a scratch checkpoint of the
+    initial weights (restored afterwards) without saying weights_only.
+    """
+    checkpoint_log = logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector")
+    level = checkpoint_log.level
+    checkpoint_log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="You defined a `validation_step` but have no")
+            yield
+    finally:
+        checkpoint_log.setLevel(level)
+
+
+def use_lr(cfg: DictConfig, lr: float) -> None:
+    """The suggestion becomes the optimizer's LR and the scheduler's peak (one-cycle max_lr)."""
+    cfg.optim.lr = lr
+    scheduler = cfg.sched.get("scheduler")
+    if scheduler is not None and "max_lr" in scheduler:
+        scheduler.max_lr = lr
+
+
+def figure(result: LRFindResult):
+    """Loss against LR, log scale, the suggestion marked in red."""
+    fig = result.finder.plot(suggest=True)
+    ax = fig.axes[0]
+    ax.set_title(f"LR range test: suggested lr = {result.suggestion:.3g}")
+    ax.axvline(result.suggestion, color="red", linestyle=":", linewidth=1)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.set_size_inches(6.4, 4.2)
+    return fig
+
+
+def log_figure(loggers: Iterable[Logger], result: LRFindResult) -> None:
+    """The same plot in TensorBoard's IMAGES tab (``tune/lr_find``)."""
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure("tune/lr_find", figure(result), global_step=0)
+
+
+def _close(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -1,0 +1,129 @@
+"""Every aug= pipeline: keeps shape, dtype and range; random; repeatable under a seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar_lightning.configs import CONFIG_DIR, build, compose_config, uint8
+from cifar_lightning.data.augment import Albumentations, Cutout
+
+AUGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "aug").glob("*.yaml"))
+MEAN_PIXELS = [125, 123, 114]  # CIFAR-10's mean (0.4914, 0.4822, 0.4465) x 255, rounded
+
+
+def pipeline(name: str, *overrides: str):
+    return build(compose_config([f"aug={name}", *overrides]).aug.pipeline, "aug")
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Smooth, textured images: every geometric or colour change shows in the pixels."""
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.randint(0, 256, (8, 3, 4, 4), generator=g, dtype=torch.uint8)
+    return coarse.repeat_interleave(8, -1).repeat_interleave(8, -2)
+
+
+def test_the_seed_options_exist():
+    assert {"none", "crop_flip", "seed000", "seed001", "seed003", "seed004"} <= set(AUGS)
+
+
+@pytest.mark.parametrize("name", AUGS)
+def test_keeps_shape_dtype_and_range(name, images):
+    aug = pipeline(name)
+    for image in images:
+        out = aug(image)
+        # uint8 pixels in, uint8 pixels out (0..255, not rescaled): normalization comes later.
+        assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
+        assert out.float().std() > 0, "not a blank image"
+
+
+@pytest.mark.parametrize("name", [a for a in AUGS if a != "none"])
+def test_two_draws_differ(name, images):
+    aug = pipeline(name)
+    torch.manual_seed(1)
+    first = torch.stack([aug(img) for img in images])
+    second = torch.stack([aug(img) for img in images])
+    assert not torch.equal(first, second)
+    assert not torch.equal(first, images), "the pipeline must change images"
+
+
+@pytest.mark.parametrize("name", AUGS)
+def test_same_seed_same_images(name, images):
+    """torch's seed governs every pipeline, the albumentations one included."""
+    a, b = pipeline(name), pipeline(name)  # two instances: no state of their own carries over
+    torch.manual_seed(7)
+    first = torch.stack([a(img) for img in images])
+    torch.manual_seed(7)
+    second = torch.stack([b(img) for img in images])
+    assert torch.equal(first, second)
+
+
+def test_none_is_the_identity(images):
+    assert torch.equal(pipeline("none")(images[0]), images[0])
+
+
+# --- the recipes' details -------------------------------------------------------------------
+
+
+def test_fill_is_the_dataset_mean_in_pixels():
+    assert uint8([0.4914, 0.4822, 0.4465]) == MEAN_PIXELS
+    cutout = pipeline("seed004").transforms[-1]
+    assert isinstance(cutout, Cutout) and cutout.fill == MEAN_PIXELS
+    assert cutout.size == 8 and cutout.p == 0.5
+    coarse = pipeline("seed003").pipeline.transforms[2]
+    assert tuple(coarse.fill) == tuple(MEAN_PIXELS)
+    # ... and follows data.mean
+    assert pipeline("seed004", "data.mean=[0,0.5,1]").transforms[-1].fill == [0, 128, 255]
+
+
+def test_cutout_hides_one_full_square_with_the_fill():
+    cut = Cutout(size=8, fill=[1, 2, 3], p=1.0)
+    image = torch.full((3, 32, 32), 200, dtype=torch.uint8)
+    corners = set()
+    torch.manual_seed(0)
+    for _ in range(200):
+        out = cut(image)
+        hole = (out != image).any(0)
+        assert hole.sum() == 8 * 8  # wholly inside the image, never clipped
+        rows, cols = hole.any(1).nonzero().flatten(), hole.any(0).nonzero().flatten()
+        assert rows.max() - rows.min() == 7 and cols.max() - cols.min() == 7
+        assert out[:, hole].unique(dim=1).flatten().tolist() == [1, 2, 3]
+        corners.add((int(rows.min()), int(cols.min())))
+    # Anywhere inside: top-left corners reach both edges (0 and 32 - 8).
+    assert min(r for r, _ in corners) == 0 and max(r for r, _ in corners) == 24
+    assert min(c for _, c in corners) == 0 and max(c for _, c in corners) == 24
+
+
+def test_cutout_probability():
+    cut = Cutout(size=8, fill=0, p=0.5)
+    image = torch.full((3, 32, 32), 200, dtype=torch.uint8)
+    torch.manual_seed(0)
+    hit = sum(bool((cut(image) != image).any()) for _ in range(400))
+    assert 160 < hit < 240
+
+
+def test_seed004_shifts_by_at_most_two_pixels_with_reflection():
+    """Reflect-pad 2 + crop 32: a flip-free draw is the image shifted by -2..2 each way."""
+    crop = pipeline("seed004").transforms[0]
+    image = torch.arange(32 * 32, dtype=torch.int64).reshape(1, 32, 32).repeat(3, 1, 1)
+    seen = set()
+    torch.manual_seed(0)
+    for _ in range(200):
+        out = crop(image)
+        dy, dx = (int(v) for v in torch.nonzero(out[0] == image[0, 10, 10])[0])
+        seen.add((dy - 10, dx - 10))
+    assert {d for pair in seen for d in pair} == {-2, -1, 0, 1, 2}
+
+
+def test_albumentations_draws_follow_torch_not_their_own_state(images):
+    """A forked loader worker copies the pipeline's state; different torch seeds (as each
+    worker gets) must still give different augmentations."""
+    aug = Albumentations([__import__("albumentations").HorizontalFlip(p=0.5)])
+    flips = []
+    for seed in range(16):
+        torch.manual_seed(seed)
+        flips.append(torch.equal(aug(images[0]), images[0].flip(-1)))
+    assert 0 < sum(flips) < 16

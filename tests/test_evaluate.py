@@ -1,0 +1,147 @@
+"""``evaluate``: a checkpoint alone gives the test numbers, eval.json, pictures and TB images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from cifar_lightning.configs import compose_config
+from cifar_lightning.errors import CheckpointError, ConfigError
+from cifar_lightning.evaluate import evaluate
+from conftest import CLASSES, assert_png, run_cli
+
+PICTURES = ("confusion_matrix", "predictions", "misclassified")
+
+
+def eval_cfg(out: Path, *overrides: str):
+    return compose_config(
+        [
+            f"paths.output_dir={out}",
+            "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false",
+            "data.num_workers=0",
+            *overrides,
+        ],
+        config_name="evaluate",
+    )
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained_run, tmp_path_factory):
+    _, results = trained_run
+    out = tmp_path_factory.mktemp("evaluate")
+    summary = evaluate(eval_cfg(out, f"ckpt_path={results['best_checkpoint']}"))
+    return out, summary, results
+
+
+def test_numbers_match_the_runs_own_test(evaluated):
+    _, summary, results = evaluated
+    # Training tested the best checkpoint on the same data: evaluate must agree exactly.
+    assert summary["metrics"]["acc"] == pytest.approx(results["metrics"]["test/acc"])
+    assert summary["metrics"]["acc_top5"] == pytest.approx(results["metrics"]["test/acc_top5"])
+    assert summary["num_images"] == 64 and summary["split"] == "test"
+    assert summary["data"].startswith("synthetic data")
+    assert summary["model"] == "DepthwiseClassifier" and summary["params"] == 82_474
+
+
+def test_eval_json_and_pictures(evaluated):
+    out, summary, _ = evaluated
+    written = json.loads((out / "eval.json").read_text())
+    assert written == json.loads(json.dumps(summary))
+    assert [row["class"] for row in written["per_class"]] == CLASSES
+    assert sum(row["images"] for row in written["per_class"]) == 64
+    matrix = written["confusion_matrix"]
+    assert len(matrix) == 10 and sum(map(sum, matrix)) == 64
+    correct = sum(matrix[i][i] for i in range(10))
+    assert correct / 64 == pytest.approx(written["metrics"]["acc"])
+    for row, counts in zip(written["per_class"], matrix, strict=True):
+        assert row["correct"] == counts[CLASSES.index(row["class"])]
+    assert set(written["files"]) == set(PICTURES)
+    for name in PICTURES:
+        assert_png(out / f"{name}.png")
+
+
+def test_tensorboard_has_the_images_and_scalars(evaluated):
+    out, summary, _ = evaluated
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0}).Reload()
+    assert {f"test/{p}" for p in PICTURES} <= set(events.Tags()["images"])
+    assert events.Scalars("test/acc")[-1].value == pytest.approx(summary["metrics"]["acc"])
+    assert events.Scalars("test/acc_class/cat")[-1].value == pytest.approx(
+        summary["per_class"][3]["acc"]
+    )
+
+
+def test_data_options_can_be_overridden(trained_run, tmp_path):
+    _, results = trained_run
+    summary = evaluate(
+        eval_cfg(
+            tmp_path,
+            f"ckpt_path={results['best_checkpoint']}",
+            "data.fake_test_size=40",
+            "data.batch_size=16",
+            "figures.sample_size=8",
+        )
+    )
+    assert summary["num_images"] == 40
+    val = evaluate(
+        eval_cfg(tmp_path / "val", f"ckpt_path={results['best_checkpoint']}", "split=val")
+    )
+    assert val["split"] == "val" and val["num_images"] == 64  # FAST holds out 64 images
+
+
+def test_clear_errors(trained_run, tmp_path):
+    _, results = trained_run
+    with pytest.raises(ConfigError, match="no checkpoint given"):
+        evaluate(eval_cfg(tmp_path))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        evaluate(eval_cfg(tmp_path, f"ckpt_path={tmp_path / 'nope.ckpt'}"))
+    with pytest.raises(ConfigError, match="split='train' is not a split"):
+        evaluate(eval_cfg(tmp_path, f"ckpt_path={results['best_checkpoint']}", "split=train"))
+    with pytest.raises(ConfigError, match="are not the model's"):
+        evaluate(
+            eval_cfg(tmp_path, f"ckpt_path={results['best_checkpoint']}", "data.classes=[a,b,c]")
+        )
+
+
+@pytest.mark.slow
+def test_cli(trained_run, tmp_path):
+    _, results = trained_run
+    common = [f"paths.output_root={tmp_path}", "data.num_workers=0", "trainer.accelerator=cpu"]
+    proc = run_cli(
+        "cifar_lightning.evaluate", f"ckpt_path={results['best_checkpoint']}", *common, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (eval_json,) = tmp_path.glob("evaluate/*/*/eval.json")
+    assert json.loads(eval_json.read_text())["metrics"]["acc"] == pytest.approx(
+        results["metrics"]["test/acc"]
+    )
+    assert "Per-class accuracy" in proc.stdout and "top-1" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evaluate"], "no stray run dirs"
+
+    bad = run_cli("cifar_lightning.evaluate", "ckpt_path=missing.ckpt", *common, cwd=tmp_path)
+    assert bad.returncode == 1
+    assert "error: checkpoint" in bad.stderr and "does not exist" in bad.stderr
+    assert "Traceback" not in bad.stderr + bad.stdout
+    assert len(list(tmp_path.glob("evaluate/*/*"))) == 1, "a failed evaluate leaves no run dir"
+
+
+def test_data_config_from_the_record_and_overrides():
+    from omegaconf import OmegaConf
+
+    from cifar_lightning.evaluate import data_config
+
+    record = {"config": {"data": {"_target_": "x.DM", "source": "fake", "batch_size": 128}}}
+    overrides = OmegaConf.create({"source": None, "batch_size": 16, "root": None})
+    assert data_config(record, overrides) == {
+        "_target_": "x.DM",
+        "source": "fake",
+        "batch_size": 16,
+    }
+    # A checkpoint that does not say which data it saw needs to be told.
+    with pytest.raises(ConfigError, match="does not record which data"):
+        data_config({"config": None}, overrides)
+    told = data_config({"config": None}, OmegaConf.create({"source": "fake"}))
+    assert told == {"source": "fake", "_target_": "cifar_lightning.data.CIFAR10DataModule"}
