@@ -25,13 +25,14 @@ from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lightning import log_filters, sweeps, tune
+from cifar_lightning import log_filters, sweeps, timing, tune
 from cifar_lightning.configs import CONFIG_DIR, build, register_resolvers
 from cifar_lightning.data import batched_aug
 from cifar_lightning.distributed import check_launch
 from cifar_lightning.errors import ConfigError, exit_on_user_error
 from cifar_lightning.hparams_log import log_config_and_metrics
 from cifar_lightning.models.base import ImageClassifier
+from cifar_lightning.models.tta import TTA_MODES
 from cifar_lightning.run_record import RecordFailure, record_failure
 from cifar_lightning.speed import speed_callbacks
 
@@ -56,8 +57,13 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"loss.label_smoothing={cfg.loss.label_smoothing} must be in [0, 1).")
     if cfg.model.get("_target_") is None:
         raise ConfigError("no model chosen.", fix="add model=depthwise (see conf/model/)")
-    if cfg.get("test_ckpt", "best") not in ("best", "last"):
-        raise ConfigError(f"test_ckpt={cfg.test_ckpt} is not best or last.", fix="test_ckpt=last")
+    if cfg.test.ckpt not in ("best", "last"):
+        raise ConfigError(f"test.ckpt={cfg.test.ckpt} is not best or last.", fix="test.ckpt=last")
+    if cfg.test.tta not in TTA_MODES:
+        raise ConfigError(
+            f"test.tta={cfg.test.tta} is not a test-time augmentation.",
+            fix=f"use one of test.tta={', test.tta='.join(TTA_MODES)}",
+        )
     if cfg.get("tune", {}).get("lr_find"):
         tune.check(cfg.tune, cfg.trainer)
     speed_callbacks(cfg)  # a bad compile= / channels_last= value fails here, before any work
@@ -76,6 +82,8 @@ def resolve_precision(precision: Any, accelerator: str) -> Any:
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
     callbacks = [build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
     callbacks += speed_callbacks(cfg)  # channels_last / compile (cifar_lightning/speed.py)
+    if cfg.get("timing", {}).get("enabled"):
+        callbacks.insert(0, timing.RunClock())  # first: its segments close before other hooks
     # Lightning refuses a progress bar / summary callback when the Trainer flag turns it off;
     # honour the flag instead, so `trainer.enable_progress_bar=false` just works.
     if not cfg.trainer.get("enable_progress_bar", True):
@@ -108,11 +116,17 @@ def build_model(cfg: DictConfig, datamodule: Any) -> ImageClassifier:
         raise ConfigError(f"model: {e}", fix=f"see the arguments of {model_cls.__name__}") from None
 
 
-def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
+def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """``trainer.*`` as Lightning takes it, with ``precision: auto`` resolved."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs["precision"] = resolve_precision(
         kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
     )
+    return kwargs
+
+
+def build_trainer(cfg: DictConfig, output_dir: Path) -> L.Trainer:
+    kwargs = trainer_kwargs(cfg)
     try:
         return L.Trainer(
             **kwargs,
@@ -155,19 +169,47 @@ def find_lr(cfg: DictConfig, datamodule: Any, output_dir: Path) -> tune.LRFindRe
     """
     with tune.rng_preserved():
         model = build_model(cfg, datamodule)
-        kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-        kwargs["precision"] = resolve_precision(
-            kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
-        )
-        result = tune.lr_range_test(model, datamodule, kwargs, cfg.tune, output_dir)
+        result = tune.lr_range_test(model, datamodule, trainer_kwargs(cfg), cfg.tune, output_dir)
     if result is not None:
         tune.use_lr(cfg, result.suggestion)
     return result
 
 
+def warm_up(cfg: DictConfig, model: ImageClassifier, datamodule: Any) -> float | None:
+    """``timing.warmup_steps``: an untimed throwaway fit first (compile, cuDNN autotuning),
+    inside a saved RNG state and with the weights put back, so the timed run is unchanged."""
+    steps = (
+        cfg.get("timing", {}).get("warmup_steps", 0) if cfg.get("timing", {}).get("enabled") else 0
+    )
+    if not steps:
+        return None
+    with tune.rng_preserved():
+        seconds = timing.warm_up(
+            model, datamodule, trainer_kwargs(cfg), speed_callbacks(cfg), steps
+        )
+    log.info("Warm-up (%d steps, untimed): %.2f s", steps, seconds)
+    return round(seconds, 3)
+
+
+def timing_report(
+    cfg: DictConfig, trainer: L.Trainer, warmup_s: float | None
+) -> dict[str, Any] | None:
+    """``timing.enabled``: what airbench reports (see cifar_lightning/timing.py)."""
+    clock = next((c for c in trainer.callbacks if isinstance(c, timing.RunClock)), None)
+    if clock is None:
+        return None
+    report = {
+        **clock.report(),
+        "warmup_s": warmup_s,
+        "cold_start_s": timing.seconds_since_process_start(),
+    }
+    log.info("Timing: %s", report)
+    return report
+
+
 def checkpoint_to_test(cfg: DictConfig, best: str) -> str | None:
-    """The weights ``test`` measures: ``test_ckpt=best`` (by val/acc) or ``last`` (final)."""
-    if cfg.get("test_ckpt", "best") == "last":
+    """The weights the test measures: ``test.ckpt=best`` (by val/acc) or ``last`` (final)."""
+    if cfg.test.ckpt == "last":
         return None
     if not best:
         log.warning("No best checkpoint was saved; testing the final weights.")
@@ -175,7 +217,7 @@ def checkpoint_to_test(cfg: DictConfig, best: str) -> str | None:
     if cfg.data.get("val_size") == 0:
         log.warning(
             "data.val_size=0 validates on the test set, so the 'best' checkpoint was picked by "
-            "test accuracy and its test number is optimistic; test_ckpt=last avoids that."
+            "test accuracy and its test number is optimistic; test.ckpt=last avoids that."
         )
     return "best"
 
@@ -207,6 +249,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     lr_found = find_lr(cfg, datamodule, output_dir) if cfg.get("tune", {}).get("lr_find") else None
     model = build_model(cfg, datamodule)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    model.test_tta = cfg.test.tta
+    warmup_s = warm_up(cfg, model, datamodule)
     trainer = build_trainer(cfg, output_dir)
     if lr_found is not None:
         tune.log_figure(trainer.loggers, lr_found)
@@ -225,7 +269,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     test_metrics: dict[str, float] = {}
     tested = None
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if cfg.get("test", True) and not trainer.interrupted:
+    if cfg.test.enabled and not trainer.interrupted:
         ckpt_path = checkpoint_to_test(cfg, best)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
         tested = "best" if ckpt_path else "last"
@@ -248,6 +292,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": best or None,
         "tested": tested,
         "lr_find": lr_found.record() if lr_found is not None else None,
+        "timing": timing_report(cfg, trainer, warmup_s),
         "run_dir": str(output_dir),
     }
     if trainer.is_global_zero:

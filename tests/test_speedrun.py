@@ -177,3 +177,98 @@ def test_tta_on_a_flip_invariant_net_changes_nothing():
     net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     x = torch.randn(4, 3, 8, 8)
     torch.testing.assert_close(tta_logits(net, x, "flip"), net(x))
+
+
+# --- alternating flip, schedule, the recipe ---------------------------------------------------
+
+
+def _asymmetric_images(n: int) -> torch.Tensor:
+    """(n, 3, 8, 8) uint8 images, each different and none equal to its own mirror."""
+    base = torch.arange(8, dtype=torch.uint8).view(1, 1, 1, 8) * 20  # a left-right ramp
+    return (base + torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1)).expand(n, 3, 8, 8)
+
+
+def test_alternating_flip_flips_each_image_on_alternate_epochs():
+    from cifar_lightning.data.batched_aug import AlternatingFlip, Compose, Normalize
+    from cifar_lightning.data.device_loader import DeviceLoader, EpochSampler
+
+    n = 64
+    images = _asymmetric_images(n).contiguous()
+    loader = DeviceLoader(
+        images, torch.arange(n), None, batch_size=16,
+        sampler=EpochSampler(n, shuffle=True, seed=3),
+        normalize=Normalize([0.0] * 3, [1 / 255] * 3),  # x -> x: read pixels back
+        augment=Compose([AlternatingFlip()]), seed=7,
+    )
+
+    def mirrored(epoch: int) -> dict[int, bool]:
+        loader.sampler.set_epoch(epoch)
+        seen = {}
+        for x, y in loader:
+            for image, label in zip(x, y, strict=True):
+                original = images[label].float()
+                assert torch.equal(image, original) or torch.equal(image, original.flip(-1))
+                seen[int(label)] = torch.equal(image, original.flip(-1))
+        assert sorted(seen) == list(range(n))  # every image, once
+        return seen
+
+    e0, e1, e2, e3 = (mirrored(e) for e in range(4))
+    assert all(e0[i] != e1[i] for i in range(n)), "each image flips from one epoch to the next"
+    assert e0 == e2 and e1 == e3
+    assert 16 <= sum(e0.values()) <= 48  # about half start mirrored
+
+
+def test_alternating_flip_needs_the_device_loader():
+    from cifar_lightning.data.batched_aug import AlternatingFlip, Compose
+
+    with pytest.raises(ValueError, match="needs the batch's position"):
+        Compose([AlternatingFlip()])(torch.zeros(2, 3, 4, 4, dtype=torch.uint8),
+                                     torch.Generator())
+
+
+def test_warmup_warmdown_schedule():
+    from cifar_lightning.schedules import WarmupWarmdown
+
+    f = WarmupWarmdown(total_steps=100, warmup=0.23, start=0.2, end=0.07)
+    assert f(0) == pytest.approx(0.2)
+    assert f(23) == pytest.approx(1.0)
+    assert f(100) == pytest.approx(0.07)
+    assert f(11) == pytest.approx(0.2 + 0.8 * 11 / 23)
+    assert f(60) == pytest.approx(1.0 - 0.93 * (60 - 23) / 77)
+
+
+def test_speedrun_recipe_is_airbench94s():
+    from cifar_lightning.configs import compose_config
+
+    cfg = compose_config(["experiment=speedrun"])
+    assert cfg.model._target_.endswith("AirbenchClassifier")
+    assert list(cfg.model.widths) == [64, 256, 256] and cfg.model.bias_lr_scale == 64
+    assert cfg.data.loader == "device" and cfg.data.batch_size == 1024 and cfg.data.drop_last
+    assert cfg.optim.nesterov and cfg.optim.momentum == 0.85
+    # 11.5 per 1024 examples in airbench's decoupled form, for a mean-reduced loss:
+    assert cfg.optim.lr == pytest.approx(11.5 / (1 + 1 / (1 - 0.85)))
+    assert cfg.optim.lr * cfg.optim.weight_decay == pytest.approx(0.0153 / (1 + 1 / (1 - 0.85)))
+    assert cfg.loss.label_smoothing == 0.2 and cfg.test.tta == "flip_translate"
+    assert cfg.trainer.max_steps == 476  # 9.9 epochs x 48 full batches
+    assert cfg.callbacks.lookahead.every == 5 and cfg.timing.enabled
+    assert [op._target_.rsplit(".", 1)[1] for op in cfg.aug.batched.ops] == [
+        "AlternatingFlip", "RandomCrop"]
+
+
+@pytest.mark.slow
+def test_speedrun_trains_end_to_end_on_a_subset(make_cfg):
+    from cifar_lightning.train import train
+
+    cfg = make_cfg(
+        "experiment=speedrun", "data.fake_train_size=512", "data.batch_size=128",
+        "model.whiten_images=256", "trainer.max_steps=12", "timing.warmup_steps=2",
+        "data.val_size=0", "trainer.limit_val_batches=1", "trainer.max_epochs=3",
+    )
+    results = train(cfg)
+    assert results["status"] == "completed" and results["global_step"] == 12
+    timing = results["timing"]
+    assert timing["clock"] == "time.perf_counter"
+    assert timing["train_s"] > 0 and timing["test_s"] > 0 and timing["warmup_s"] > 0
+    assert timing["total_s"] == pytest.approx(
+        timing["setup_s"] + timing["train_s"] + timing["test_s"], abs=1e-3)
+    assert timing["cold_start_s"] > timing["total_s"]

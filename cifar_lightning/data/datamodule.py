@@ -73,6 +73,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         loader: str = "classic",
         batched_aug: Compose | None = None,
         seed: int = 0,
+        drop_last: bool | None = None,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
@@ -118,6 +119,9 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.loader = loader
         self.batched_aug = batched_aug
         self.seed = seed
+        # Training's last partial batch: null keeps each loader's default (classic: dropped,
+        # device: kept, so that every image is seen each epoch).
+        self.drop_last = drop_last
         self._resident = ResidentArrays()
         self._splits: Splits | None = None
         self.train_set: ArrayDataset | None = None
@@ -210,7 +214,8 @@ class CIFAR10DataModule(L.LightningDataModule):
             dataset,
             batch_size=self.batch_size,
             shuffle=train,
-            drop_last=train,  # a ragged last batch would skew BatchNorm statistics
+            # a ragged last batch would skew BatchNorm statistics
+            drop_last=train and (self.drop_last is None or self.drop_last),
             num_workers=self.num_workers,
             pin_memory=self._pin(),
             persistent_workers=self.num_workers > 0,
@@ -236,6 +241,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             seed=self.seed,
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
+            drop_last=bool(self.drop_last),
         )
 
     def train_dataloader(self) -> DataLoader:
