@@ -195,10 +195,14 @@ def test_alternating_flip_flips_each_image_on_alternate_epochs():
     n = 64
     images = _asymmetric_images(n).contiguous()
     loader = DeviceLoader(
-        images, torch.arange(n), None, batch_size=16,
+        images,
+        torch.arange(n),
+        None,
+        batch_size=16,
         sampler=EpochSampler(n, shuffle=True, seed=3),
         normalize=Normalize([0.0] * 3, [1 / 255] * 3),  # x -> x: read pixels back
-        augment=Compose([AlternatingFlip()]), seed=7,
+        augment=Compose([AlternatingFlip()]),
+        seed=7,
     )
 
     def mirrored(epoch: int) -> dict[int, bool]:
@@ -222,8 +226,7 @@ def test_alternating_flip_needs_the_device_loader():
     from cifar_lightning.data.batched_aug import AlternatingFlip, Compose
 
     with pytest.raises(ValueError, match="needs the batch's position"):
-        Compose([AlternatingFlip()])(torch.zeros(2, 3, 4, 4, dtype=torch.uint8),
-                                     torch.Generator())
+        Compose([AlternatingFlip()])(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.Generator())
 
 
 def test_warmup_warmdown_schedule():
@@ -252,7 +255,9 @@ def test_speedrun_recipe_is_airbench94s():
     assert cfg.trainer.max_steps == 476  # 9.9 epochs x 48 full batches
     assert cfg.callbacks.lookahead.every == 5 and cfg.timing.enabled
     assert [op._target_.rsplit(".", 1)[1] for op in cfg.aug.batched.ops] == [
-        "AlternatingFlip", "RandomCrop"]
+        "AlternatingFlip",
+        "RandomCrop",
+    ]
 
 
 @pytest.mark.slow
@@ -260,9 +265,15 @@ def test_speedrun_trains_end_to_end_on_a_subset(make_cfg):
     from cifar_lightning.train import train
 
     cfg = make_cfg(
-        "experiment=speedrun", "data.fake_train_size=512", "data.batch_size=128",
-        "model.whiten_images=256", "trainer.max_steps=12", "timing.warmup_steps=2",
-        "data.val_size=0", "trainer.limit_val_batches=1", "trainer.max_epochs=3",
+        "experiment=speedrun",
+        "data.fake_train_size=512",
+        "data.batch_size=128",
+        "model.whiten_images=256",
+        "trainer.max_steps=12",
+        "timing.warmup_steps=2",
+        "data.val_size=0",
+        "trainer.limit_val_batches=1",
+        "trainer.max_epochs=3",
     )
     results = train(cfg)
     assert results["status"] == "completed" and results["global_step"] == 12
@@ -270,5 +281,41 @@ def test_speedrun_trains_end_to_end_on_a_subset(make_cfg):
     assert timing["clock"] == "time.perf_counter"
     assert timing["train_s"] > 0 and timing["test_s"] > 0 and timing["warmup_s"] > 0
     assert timing["total_s"] == pytest.approx(
-        timing["setup_s"] + timing["train_s"] + timing["test_s"], abs=1e-3)
+        timing["setup_s"] + timing["train_s"] + timing["test_s"], abs=1e-3
+    )
     assert timing["cold_start_s"] > timing["total_s"]
+
+
+# --- the airbench comparison harness (GPU-only to run; its pieces checked here) ---------------
+
+
+def test_data_export_in_airbench_format(tmp_path):
+    from cifar_lightning.airbench_compare import export_for_airbench
+    from cifar_lightning.data.sources import make_fake
+
+    splits = make_fake(20, 10, classes=[str(i) for i in range(10)], seed=0)
+    export_for_airbench(splits, tmp_path)
+    train = torch.load(tmp_path / "train.pt", weights_only=True)
+    assert train["images"].dtype == torch.uint8 and train["images"].shape == (20, 32, 32, 3)
+    assert torch.equal(train["labels"], torch.from_numpy(splits.train.labels))
+    assert len(torch.load(tmp_path / "test.pt", weights_only=True)["labels"]) == 10
+
+
+def test_airbench_output_is_parsed():
+    from cifar_lightning.airbench_compare import parse_airbench
+
+    # airbench94's table (its column widths, trimmed here to fit the line length).
+    out = "\n".join(
+        [
+            "|  run  |  epoch  | train_loss |  train_acc  |  val_acc  |  tta_val_acc  |  total  |",
+            "|    0  |      0  |    1.1510  |     0.5488  |   0.4730  |               |  0.642  |",
+            "|       |   eval  |    0.2812  |     0.9844  |   0.9368  |       0.9402  |  3.8401 |",
+            "|    1  |      0  |    1.1554  |     0.5410  |   0.4813  |               |  0.6417 |",
+            "|       |   eval  |    0.2759  |     0.9824  |   0.9373  |       0.9398  |  3.839  |",
+            "Mean: 0.9400    Std: 0.0003",
+        ]
+    )
+    assert parse_airbench(out) == [
+        {"acc": 0.9402, "time_s": 3.8401},
+        {"acc": 0.9398, "time_s": 3.8390},
+    ]
