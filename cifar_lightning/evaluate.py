@@ -29,11 +29,12 @@ from cifar_lightning.checkpoints import load_classifier
 from cifar_lightning.configs import CONFIG_DIR, build, register_resolvers
 from cifar_lightning.errors import ConfigError, UserError, exit_on_user_error
 from cifar_lightning.evaluation import Results
+from cifar_lightning.models.tta import TTA_MODES
 from cifar_lightning.train import (
     device_name,
     discard_unused_run_dir,
-    resolve_precision,
     run_overrides,
+    trainer_kwargs,
 )
 
 log = logging.getLogger(__name__)
@@ -84,10 +85,7 @@ def build_datamodule(model: Any, record: dict[str, Any], cfg: DictConfig):
 
 
 def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: list) -> L.Trainer:
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    kwargs["precision"] = resolve_precision(
-        kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
-    )
+    kwargs = trainer_kwargs(cfg)
     if kwargs.get("enable_progress_bar", True):
         callbacks = [RichProgressBar(), *callbacks]
     logger = TensorBoardLogger(
@@ -160,6 +158,13 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     ckpt_path = Path(str(cfg.ckpt_path)).expanduser().resolve()
 
     model, record = load_classifier(ckpt_path)
+    tta = cfg.get("test", {}).get("tta", "none")
+    if tta not in TTA_MODES:
+        raise ConfigError(
+            f"test.tta={tta} is not a test-time augmentation.",
+            fix=f"use one of test.tta={', test.tta='.join(TTA_MODES)}",
+        )
+    model.test_tta = tta
     datamodule = build_datamodule(model, record, cfg)
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
     if split == "val" and datamodule.val_size == 0:
@@ -186,6 +191,7 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         "split": split,
         "data": datamodule.describe(),
         "num_images": results.num_images,
+        "tta": tta,
         "metrics": {
             "acc": float(metrics["test/acc"]),
             "acc_top5": float(metrics["test/acc_top5"]),

@@ -36,8 +36,9 @@ def describe_error(error: BaseException) -> str:
 
 
 # Keys only some runs fill (a completed run: which weights were tested; a run with an LR
-# range test: its suggestion): present, as null, in every record so all records share a schema.
-OPTIONAL_KEYS = ("tested", "lr_find")
+# range test: its suggestion; a timed run: its timing): present, as null, in every record so
+# all records share a schema.
+OPTIONAL_KEYS = ("tested", "lr_find", "timing")
 
 
 def build_record(

@@ -29,7 +29,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lightning import log_filters, resume, sweeps, tune, validation
+from cifar_lightning import log_filters, resume, sweeps, timing, tune, validation
 from cifar_lightning.callbacks import CheckpointOnInterrupt
 from cifar_lightning.checkpoints import SafeCheckpointIO
 from cifar_lightning.configs import CONFIG_DIR, build, register_resolvers
@@ -75,6 +75,8 @@ def resolve_precision(precision: Any, accelerator: str) -> Any:
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
     callbacks = [build(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
     callbacks += speed_callbacks(cfg)  # channels_last / compile (cifar_lightning/speed.py)
+    if cfg.get("timing", {}).get("enabled"):
+        callbacks.insert(0, timing.RunClock())  # first: its segments close before other hooks
     # Lightning refuses a progress bar / summary callback when the Trainer flag turns it off;
     # honour the flag instead, so `trainer.enable_progress_bar=false` just works.
     if not cfg.trainer.get("enable_progress_bar", True):
@@ -175,9 +177,41 @@ def find_lr(cfg: DictConfig, datamodule: Any, output_dir: Path) -> tune.LRFindRe
     return result
 
 
+def warm_up(cfg: DictConfig, model: ImageClassifier, datamodule: Any) -> float | None:
+    """``timing.warmup_steps``: an untimed throwaway fit first (compile, cuDNN autotuning),
+    inside a saved RNG state and with the weights put back, so the timed run is unchanged."""
+    steps = (
+        cfg.get("timing", {}).get("warmup_steps", 0) if cfg.get("timing", {}).get("enabled") else 0
+    )
+    if not steps:
+        return None
+    with tune.rng_preserved():
+        seconds = timing.warm_up(
+            model, datamodule, trainer_kwargs(cfg), speed_callbacks(cfg), steps
+        )
+    log.info("Warm-up (%d steps, untimed): %.2f s", steps, seconds)
+    return round(seconds, 3)
+
+
+def timing_report(
+    cfg: DictConfig, trainer: L.Trainer, warmup_s: float | None
+) -> dict[str, Any] | None:
+    """``timing.enabled``: what airbench reports (see cifar_lightning/timing.py)."""
+    clock = next((c for c in trainer.callbacks if isinstance(c, timing.RunClock)), None)
+    if clock is None:
+        return None
+    report = {
+        **clock.report(),
+        "warmup_s": warmup_s,
+        "cold_start_s": timing.seconds_since_process_start(),
+    }
+    log.info("Timing: %s", report)
+    return report
+
+
 def checkpoint_to_test(cfg: DictConfig, best: str) -> str | None:
-    """The weights ``test`` measures: ``test_ckpt=best`` (by val/acc) or ``last`` (final)."""
-    if cfg.get("test_ckpt", "best") == "last":
+    """The weights the test measures: ``test.ckpt=best`` (by val/acc) or ``last`` (final)."""
+    if cfg.test.ckpt == "last":
         return None
     if not best:
         log.warning("No best checkpoint was saved; testing the final weights.")
@@ -185,7 +219,7 @@ def checkpoint_to_test(cfg: DictConfig, best: str) -> str | None:
     if cfg.data.get("val_size") == 0:
         log.warning(
             "data.val_size=0 validates on the test set, so the 'best' checkpoint was picked by "
-            "test accuracy and its test number is optimistic; test_ckpt=last avoids that."
+            "test accuracy and its test number is optimistic; test.ckpt=last avoids that."
         )
     # The path, not "best": with several ModelCheckpoints Lightning would warn.
     return best
@@ -224,6 +258,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     lr_found = find_lr(cfg, datamodule, output_dir) if cfg.get("tune", {}).get("lr_find") else None
     model = build_model(cfg, datamodule)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    model.test_tta = cfg.test.tta
+    warmup_s = warm_up(cfg, model, datamodule)
     if lr_found is not None:
         tune.log_figure(trainer.loggers, lr_found)
     check_launch(trainer, in_sweep=sweeps.in_sweep())
@@ -259,7 +295,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     test_metrics: dict[str, float] = {}
     tested = None
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if cfg.get("test", True) and not trainer.interrupted:
+    if cfg.test.enabled and not trainer.interrupted:
         tested_ckpt = checkpoint_to_test(cfg, best)
         trainer.test(model, datamodule=datamodule, ckpt_path=tested_ckpt)
         tested = "best" if tested_ckpt else "last"
@@ -267,7 +303,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("test/")
         }
     status = "interrupted" if trainer.interrupted else "completed"
-    results = finish(status, {**fit_metrics, **test_metrics}, tested=tested)
+    results = finish(
+        status,
+        {**fit_metrics, **test_metrics},
+        tested=tested,
+        timing=timing_report(cfg, trainer, warmup_s),
+    )
     if trainer.is_global_zero:
         log.info(
             "Results in %s: %s",

@@ -43,6 +43,7 @@ from cifar_lightning.configs import build, compose_config, known_choices
 from cifar_lightning.data import batched_aug
 from cifar_lightning.data.datamodule import check_split
 from cifar_lightning.errors import ConfigError
+from cifar_lightning.models.tta import TTA_MODES
 from cifar_lightning.speed import speed_callbacks
 
 # Images in the training set of the sources whose size is known before loading them.
@@ -79,7 +80,9 @@ def at_least(n: int) -> Callable[[Any], bool]:
 
 RULES: tuple[Rule, ...] = (
     Rule("seed", "int", "42", lambda v: 0 <= v < 2**32, "must be in [0, 2**32)"),
-    Rule("test", "bool", "true"),
+    Rule("test.enabled", "bool", "true"),
+    Rule("timing.enabled", "bool", "true"),
+    Rule("timing.warmup_steps", "int", "30", at_least(0), "must be 0 or more"),
     Rule("ckpt_path", "str", "outputs/<date>/<time>/checkpoints/last.ckpt", optional=True),
     Rule("resume", "str", "outputs/<date>/<time>", optional=True),
     Rule("loss.label_smoothing", "number", "0.1", fraction, "must be in [0, 1)"),
@@ -246,8 +249,13 @@ def check_buildable(cfg: DictConfig) -> None:
 def check_features(cfg: DictConfig) -> None:
     """Options whose modules know their own rules: the test's weights, the LR range test,
     the speed switches, and whether the chosen loader can run the chosen augmentation."""
-    if cfg.get("test_ckpt", "best") not in ("best", "last"):
-        raise ConfigError(f"test_ckpt={cfg.test_ckpt} is not best or last.", fix="test_ckpt=last")
+    if cfg.test.ckpt not in ("best", "last"):
+        raise ConfigError(f"test.ckpt={cfg.test.ckpt} is not best or last.", fix="test.ckpt=last")
+    if cfg.test.tta not in TTA_MODES:
+        raise ConfigError(
+            f"test.tta={cfg.test.tta} is not a test-time augmentation.",
+            fix=f"use one of test.tta={', test.tta='.join(TTA_MODES)}",
+        )
     if cfg.get("tune", {}).get("lr_find"):
         tune.check(cfg.tune, cfg.trainer)
     speed_callbacks(cfg)  # a bad compile= / channels_last= value

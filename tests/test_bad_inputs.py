@@ -169,7 +169,7 @@ CASES = [
     ("label_smoothing", ["loss.label_smoothing=1.5"], 2, "loss.label_smoothing=1.5 must be in"),
     ("dropout", ["model.dropout=2"], 2, "model.dropout=2 must be in [0, 1)"),
     ("seed_negative", ["seed=-1"], 2, "seed=-1 must be in [0, 2**32)"),
-    ("not_a_bool", ["test=maybe"], 2, "test='maybe' must be true or false"),
+    ("not_a_bool", ["test.enabled=maybe"], 2, "test.enabled='maybe' must be true or false"),
     ("sched_interval", ["sched.interval=hourly"], 2, "sched.interval='hourly' must be step or"),
     ("unknown_option", ["model=resnet999"], 2, "model=resnet999 is not an option"),
     ("unknown_key", ["optim.lrr=0.1"], 2, "optim.lrr is not a config key"),

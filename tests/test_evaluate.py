@@ -145,3 +145,15 @@ def test_data_config_from_the_record_and_overrides():
         data_config({"config": None}, overrides)
     told = data_config({"config": None}, OmegaConf.create({"source": "fake"}))
     assert told == {"source": "fake", "_target_": "cifar_lightning.data.CIFAR10DataModule"}
+
+
+def test_test_time_augmentation_is_an_evaluation_option(trained_run, tmp_path):
+    _, results = trained_run
+    ckpt = f"ckpt_path={results['best_checkpoint']}"
+    plain = evaluate(eval_cfg(tmp_path / "a", ckpt, "figures.sample_size=4"))
+    flipped = evaluate(eval_cfg(tmp_path / "b", ckpt, "test.tta=flip", "figures.sample_size=4"))
+    assert plain["tta"] == "none" and flipped["tta"] == "flip"
+    # A different prediction function over the same images: the loss must move.
+    assert flipped["metrics"]["loss"] != plain["metrics"]["loss"]
+    with pytest.raises(ConfigError, match=r"test\.tta=sideways"):
+        evaluate(eval_cfg(tmp_path / "c", ckpt, "test.tta=sideways"))

@@ -10,12 +10,12 @@ from omegaconf import OmegaConf
 from cifar_lightning.configs import CONFIG_DIR, compose_config
 from cifar_lightning.train import train
 
-EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("seed*.yaml"))
 CIFAR_MEAN, CIFAR_STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 HALF = [0.5, 0.5, 0.5]
 # Every seed trained on all 50k images, validated on the test set, and is tested on its
 # final weights here so that the reported test number is not picked on the test set.
-COMMON = {"data.val_size": 0, "test_ckpt": "last"}
+COMMON = {"data.val_size": 0, "test.ckpt": "last"}
 
 # The spec (shared/specs/seed-models.md), value by value.
 RECIPES = {

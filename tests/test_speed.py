@@ -94,7 +94,7 @@ def test_training_steps_do_not_wait_for_the_device(make_cfg, monkeypatch, tmp_pa
             "trainer.log_every_n_steps=3",
             "trainer.enable_progress_bar=true",  # the bar reads the metrics every step
             "trainer.limit_val_batches=1",
-            "test=false",
+            "test.enabled=false",
             f"paths.output_dir={out}",
         )
     )
@@ -120,7 +120,7 @@ def test_channels_last_and_compile_keep_checkpoints_plain(make_cfg):
             "compile={backend:eager}",  # dynamo's graph capture, without code generation
             "trainer.limit_train_batches=2",
             "trainer.limit_val_batches=1",
-            "test=false",
+            "test.enabled=false",
         )
     )
     assert results["status"] == "completed"

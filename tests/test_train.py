@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from cifar_lightning.models import DepthwiseClassifier
 from cifar_lightning.train import train
-from conftest import run_cli
+from conftest import run_cli, run_cli_in_process
 
 FAST_CLI = [
     "data=fake",
@@ -185,12 +185,10 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("override", "message"), BAD_VALUES)
 def test_cli_bad_config_values_give_one_clear_error(tmp_path, override, message):
-    proc = run_cli(
-        "cifar_lightning.train", *FAST_CLI, override, f"paths.output_root={tmp_path}", cwd=tmp_path
-    )
+    # In-process through the real entry point; test_bad_inputs runs a few in real processes.
+    proc = run_cli_in_process(*FAST_CLI, override, f"paths.output_root={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f"error: {message}" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout

@@ -41,6 +41,18 @@ PADDING_MODES = ("constant", "reflect")
 
 
 @dataclass(frozen=True)
+class BatchPosition:
+    """Where a batch sits in the run: which images (indices into the resident set of
+    ``num_images``), which epoch, which seed. Ops that set ``uses_position`` get it; the
+    others are stateless draws from the generator."""
+
+    indices: torch.Tensor
+    epoch: int
+    seed: int
+    num_images: int
+
+
+@dataclass(frozen=True)
 class PerImage:
     """An op's per-image counterpart in torchvision's classic transforms (PIL or tensor)."""
 
@@ -260,15 +272,65 @@ class Cutout:
         return f"Cutout(size={self.size}, p={self.p}, holes={self.holes})"
 
 
+class AlternatingFlip:
+    """Half the images start mirrored; every image flips on every other epoch (airbench).
+
+    Random flips (p=0.5) show an image the same way two epochs running half the time; here
+    each image alternates, so any two consecutive epochs see both orientations — more
+    diversity for the same epochs, worth a little accuracy on short schedules (Jordan,
+    arXiv 2404.00498, "alternating flip"). Which half starts mirrored is drawn once per run
+    from ``seed``. It needs the images' identities and the epoch, which only the device
+    loader has, so it has no per-image form in the classic loader.
+    """
+
+    uses_position = True
+
+    def __init__(self) -> None:
+        self._starts: dict[tuple, torch.Tensor] = {}
+
+    def _start_mirrored(self, position: BatchPosition, device: torch.device) -> torch.Tensor:
+        key = (position.seed, position.num_images, str(device))
+        if key not in self._starts:
+            g = torch.Generator().manual_seed(position.seed)
+            bits = torch.rand(position.num_images, generator=g) < 0.5
+            self._starts[key] = bits.to(device)
+        return self._starts[key]
+
+    def __call__(
+        self, images: torch.Tensor, g: torch.Generator, position: BatchPosition
+    ) -> torch.Tensor:
+        start = self._start_mirrored(position, images.device)[position.indices]
+        flip = start ^ bool(position.epoch % 2)
+        return torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
+
+    def per_image(self, size: int) -> PerImage:
+        # No per-image form: a random flip has the same share of mirrored images per epoch.
+        return PerImage(T.RandomHorizontalFlip(0.5))
+
+    def __repr__(self) -> str:
+        return "AlternatingFlip()"
+
+
 class Compose:
     """Run ``ops`` in order on a uint8 (N, C, H, W) batch; ``[]`` is no augmentation."""
 
     def __init__(self, ops: Sequence = ()) -> None:
         self.ops = list(ops)
 
-    def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    @property
+    def uses_position(self) -> bool:
+        return any(getattr(op, "uses_position", False) for op in self.ops)
+
+    def __call__(
+        self, images: torch.Tensor, g: torch.Generator, position: BatchPosition | None = None
+    ) -> torch.Tensor:
         for op in self.ops:
-            images = op(images, g)
+            if getattr(op, "uses_position", False):
+                if position is None:
+                    raise ValueError(f"{op!r} needs the batch's position (the device loader)")
+                images = op(images, g, position)
+            else:
+                images = op(images, g)
         return images
 
     def per_image(self, size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:

@@ -98,6 +98,7 @@ class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
         loader: str = "classic",
         batched_aug: Compose | None = None,
         shuffle_seed: int = 0,
+        drop_last: bool | None = None,
     ) -> None:
         super().__init__()
         if source not in SOURCES:
@@ -146,6 +147,9 @@ class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
         # data/resumable.py, data/device_loader.py — so a run resumed mid-epoch sees the
         # same batches.
         self.shuffle_seed = shuffle_seed
+        # Training's last partial batch: null keeps each loader's default (classic: dropped,
+        # device: kept, so that every image is seen each epoch).
+        self.drop_last = drop_last
         self._resident = ResidentArrays()
         self._splits: Splits | None = None
         self.train_set: ArrayDataset | None = None
@@ -200,6 +204,17 @@ class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
             else self.test_set
         )
 
+    def sample_train_images(self, n: int) -> torch.Tensor:
+        """The first ``n`` images of the training split, normalized, as (n, 3, 32, 32) float.
+
+        For data-dependent initialisation (e.g. a whitening layer): no augmentation.
+        """
+        if self.train_set is None:
+            self.setup("fit")
+        indices = self.train_set.indices[:n]
+        images = torch.from_numpy(self.train_set.images[indices]).permute(0, 3, 1, 2)
+        return eval_transform(self.mean, self.std)(images)
+
     def _pin(self) -> bool:
         if self.pin_memory is not None:
             return self.pin_memory
@@ -220,7 +235,12 @@ class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
         }
         if train:
             return resumable_loader(
-                dataset, batch_size=self.batch_size, seed=self.shuffle_seed, **workers
+                dataset,
+                batch_size=self.batch_size,
+                seed=self.shuffle_seed,
+                # a ragged last batch would skew BatchNorm statistics
+                drop_last=self.drop_last is None or self.drop_last,
+                **workers,
             )
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, **workers)
 
@@ -244,6 +264,7 @@ class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
             seed=self.shuffle_seed,
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
+            drop_last=bool(self.drop_last),
         )
 
     def train_dataloader(self) -> DataLoader:

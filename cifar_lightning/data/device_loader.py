@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
-from cifar_lightning.data.batched_aug import Compose, Normalize
+from cifar_lightning.data.batched_aug import BatchPosition, Compose, Normalize
 from cifar_lightning.data.datasets import ArrayDataset
 
 
@@ -161,7 +161,8 @@ class DeviceLoader:
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             images = self.images[idx]
             if self.augment is not None:
-                images = self.augment(images, self._generator(b))
+                position = BatchPosition(idx, self.sampler.epoch, self.seed, len(self.images))
+                images = self.augment(images, self._generator(b), position)
             self._batches += 1
             yield self.normalize(images), self.labels[idx]
 
@@ -196,8 +197,13 @@ def make_device_loader(
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    drop_last: bool = False,
 ) -> DeviceLoader:
-    """A device loader over the same images, labels and split as a classic ``ArrayDataset``."""
+    """A device loader over the same images, labels and split as a classic ``ArrayDataset``.
+
+    ``drop_last`` (training only): leave out the last partial batch of each epoch, as the
+    classic loader does and airbench does, instead of serving it smaller.
+    """
     images = resident.get(dataset.images, device)
     labels = resident.get(dataset.labels, device)
     subset = torch.from_numpy(np.asarray(dataset.indices, dtype=np.int64))
@@ -220,4 +226,5 @@ def make_device_loader(
         normalize=Normalize(mean, std),
         augment=augment if train else None,
         seed=seed,
+        drop_last=train and drop_last,
     )

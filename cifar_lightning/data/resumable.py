@@ -197,13 +197,14 @@ def ignore_interrupts(worker_id: int) -> None:
 
 
 def resumable_loader(
-    dataset: Dataset, *, batch_size: int, seed: int, **loader_kwargs: Any
+    dataset: Dataset, *, batch_size: int, seed: int, drop_last: bool = True, **loader_kwargs: Any
 ) -> ResumableDataLoader:
-    """The training loader: seeded shuffle and augmentation, full batches, resumable anywhere."""
+    """The training loader: seeded shuffle and augmentation, resumable anywhere; full batches
+    only unless ``drop_last`` is false (a ragged last batch skews BatchNorm statistics)."""
     return ResumableDataLoader(
         SeededSamples(dataset),
         batch_size=batch_size,
         sampler=EpochSampler(len(dataset), seed),  # type: ignore[arg-type]
-        drop_last=True,  # a ragged last batch would skew BatchNorm statistics
+        drop_last=drop_last,
         **loader_kwargs,
     )

@@ -25,6 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from cifar_lightning.checkpoints import RECORD_KEY, make_record
 from cifar_lightning.data.datamodule import CIFAR10_MEAN, CIFAR10_STD
 from cifar_lightning.data.sources import CIFAR10_CLASSES
+from cifar_lightning.models.tta import tta_logits
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05}
 
@@ -73,6 +74,9 @@ class ImageClassifier(L.LightningModule):
             metric.persistent(True)
         # Lets the model summary show input/output sizes and FLOPs per image.
         self.example_input_array = torch.zeros(1, 3, 32, 32)
+        # Views averaged at test time (none | flip | flip_translate): an evaluation choice,
+        # set by train() / evaluate from test.tta, not a property of the trained model.
+        self.test_tta = "none"
         # The run's resolved config (plain data), set by train(); saved in every checkpoint
         # so evaluate/predict can rebuild the data pipeline from the file alone.
         self.run_config: dict[str, Any] | None = None
@@ -134,7 +138,10 @@ class ImageClassifier(L.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def test_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, logits, y = self._shared_step(batch)
+        x, y = batch
+        # Test-time augmentation (test.tta): the logits averaged over mirrored/shifted views.
+        logits = tta_logits(self, x, self.test_tta)
+        loss = self.criterion(logits, y)
         self.test_loss(loss)
         self.test_acc(logits, y)
         self.test_acc_top5(logits, y)
@@ -143,9 +150,13 @@ class ImageClassifier(L.LightningModule):
         self.log("test/acc_top5", self.test_acc_top5, on_step=False, on_epoch=True)
         return logits
 
+    def param_groups(self) -> Any:
+        """What the optimizer updates; architectures override it for per-group settings."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)(
-            params=self.parameters()
+            params=self.param_groups()
         )
         spec = self.hparams.scheduler or {}
         if not spec.get("scheduler"):
