@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
@@ -249,8 +250,18 @@ def curves_figure(history: Mapping[str, Curve], title: str = "") -> Figure:
         ax.grid(alpha=0.3)
         if ax.has_data():
             ax.legend()
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        _integer_epochs(ax)
     return fig
+
+
+def _integer_epochs(ax: Axes) -> None:
+    """Whole-epoch ticks, also for a run of one epoch (matplotlib would tick 0.96 … 1.04)."""
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    if ax.has_data():
+        low, high = ax.dataLim.intervalx
+        if high - low < 1:  # one epoch: the locator finds no two whole numbers to tick
+            ax.set_xlim(low - 0.5, high + 0.5)
+            ax.set_xticks(sorted({round(low), round(high)}))
 
 
 def compare_curves_figure(
@@ -265,7 +276,7 @@ def compare_curves_figure(
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    _integer_epochs(ax)
     if title:
         ax.set_title(title)
     if curves:

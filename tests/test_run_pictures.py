@@ -75,4 +75,7 @@ def test_curves_follow_the_logged_metrics(trained_run, events):
     val = curves.history["val/acc"]
     assert [epoch for epoch, _ in val] == [1, 2]
     assert [v for _, v in val] == pytest.approx([e.value for e in events.Scalars("val/acc")])
-    assert len(curves.history["train/acc"]) >= 1  # train points of epochs saved so far
+    for name in ("train/acc", "train/loss_epoch"):  # each epoch's own value, not the one before
+        train = curves.history[name]
+        assert [epoch for epoch, _ in train] == [1, 2]
+        assert [v for _, v in train] == pytest.approx([e.value for e in events.Scalars(name)])

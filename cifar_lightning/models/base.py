@@ -77,6 +77,7 @@ class ImageClassifier(L.LightningModule):
         # Views averaged at test time (none | flip | flip_translate): an evaluation choice,
         # set by train() / evaluate from test.tta, not a property of the trained model.
         self.test_tta = "none"
+        self._epoch_metrics_logged = False
         # The run's resolved config (plain data), set by train(); saved in every checkpoint
         # so evaluate/predict can rebuild the data pipeline from the file alone.
         self.run_config: dict[str, Any] | None = None
@@ -101,6 +102,7 @@ class ImageClassifier(L.LightningModule):
         # values are read back only on the steps the loggers write (log_every_n_steps).
         self.train_loss.update(loss.detach())
         self.train_acc.update(logits.detach(), y)
+        self._log_epoch_metrics()
         if self._loggers_write_this_step():
             # train/loss: the fine curve (and the progress bar's, refreshed at the same
             # pace); handing Lightning a device tensor for the bar would make it read the
@@ -111,10 +113,22 @@ class ImageClassifier(L.LightningModule):
             self.log("train/lr", torch.tensor(float(lr)), on_step=True, on_epoch=False)
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        # train/loss_epoch: the epoch mean, comparable with val/loss.
-        self.log("train/loss_epoch", self.train_loss)
-        self.log("train/acc", self.train_acc)
+    def on_train_epoch_start(self) -> None:
+        self._epoch_metrics_logged = False
+
+    def _log_epoch_metrics(self) -> None:
+        """Hand the epoch's accumulators to Lightning, which computes and resets them at epoch end.
+
+        Once per epoch (and once more after a mid-epoch resume, whose restored logging state
+        must point at these live metrics again), on its first step: early enough that
+        callbacks' on_train_epoch_end (the curves) read this epoch's values (logging in this
+        module's on_train_epoch_end runs after them), without a self.log call every step.
+        """
+        if not self._epoch_metrics_logged:
+            # train/loss_epoch: the epoch mean, comparable with val/loss.
+            self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
+            self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+            self._epoch_metrics_logged = True
 
     def _loggers_write_this_step(self) -> bool:
         """Lightning's rule for when ``Trainer(log_every_n_steps)`` writes a training step."""
