@@ -15,7 +15,7 @@ from torchvision.transforms import v2
 from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.data import imagefolder as imagefolder_module
 from cifar_lightning.data.datamodule import default_num_workers
-from cifar_lightning.data.imagefolder import load_imagefolder
+from cifar_lightning.data.imagefolder import decode, load_imagefolder
 from cifar_lightning.data.transforms import eval_transform
 from cifar_lightning.errors import ConfigError, DataError
 from conftest import CLASSES, run_cli, tar_folder, write_image_folder
@@ -145,6 +145,18 @@ def test_folder_and_tarball_decode_to_the_same_arrays(tmp_path, image_folder):
     assert np.array_equal(a.train.images, b.train.images)
     assert np.array_equal(a.train.labels, b.train.labels)
     assert list(a.train.labels[:6]) == [0, 0, 0, 1, 1, 1]  # class order = folder name order
+    assert np.array_equal(a.test.images, b.test.images)
+    assert np.array_equal(a.test.labels, b.test.labels)
+
+
+def test_test_split_is_in_a_fixed_mixed_order(tmp_path, image_folder):
+    """A prefix of the test set (limit_test_batches) must not be one class only."""
+    a = load_imagefolder(image_folder, CLASSES, tmp_path / "cache")
+    assert len(set(a.test.labels[:10].tolist())) >= 5
+    assert sorted(a.test.labels.tolist()) == sorted(np.repeat(np.arange(10), 3).tolist())
+    b = decode(image_folder, CLASSES)  # decoded again, no cache: the same order
+    assert np.array_equal(a.test.labels, b.test.labels)
+    assert np.array_equal(a.test.images, b.test.images)
 
 
 def test_imagefolder_via_datamodule(tmp_path, image_folder):

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
-CACHE_FORMAT = 1  # bump when the cache layout changes, so old caches are ignored
+CACHE_FORMAT = 2  # bump when the cache layout changes, so old caches are ignored (2: test shuffled)
+TEST_ORDER_SEED = 0
 LAYOUT_FIX = (
     "point data.root at a folder with train/<class>/ and test/<class>/ image files, or at a "
     ".tar.gz of that layout (e.g. data.root=../shared/data/cifar10-jpeg.tar.gz)"
@@ -177,10 +178,15 @@ def decode(root: Path, classes: Sequence[str]) -> Splits:
             )
         # Sort so that archive order, file-system order and cache never change the result.
         items = sorted(decoded[split], key=lambda t: (index[t[0]], t[1]))
-        arrays[split] = ImageArrays(
-            images=np.stack([a for _, _, a in items]),
-            labels=np.array([index[c] for c, _, _ in items], dtype=np.int64),
-        )
+        images = np.stack([a for _, _, a in items])
+        labels = np.array([index[c] for c, _, _ in items], dtype=np.int64)
+        if split == "test":
+            # A fixed shuffle, as the official test batch has: any prefix of the test set
+            # (trainer.limit_test_batches, or limit_val_batches with val_size=0) then holds
+            # every class, not only airplanes. Train order does not matter (it is shuffled).
+            order = np.random.default_rng(TEST_ORDER_SEED).permutation(len(labels))
+            images, labels = images[order], labels[order]
+        arrays[split] = ImageArrays(images=images, labels=labels)
     return Splits(train=arrays["train"], test=arrays["test"], classes=tuple(classes))
 
 
