@@ -1,64 +1,6 @@
-"""``python -m cifar_lightning.show_aug aug=NAME``: see what an augmentation pipeline does.
+"""`python -m cifar_lightning.show_aug`: see cifar_lightning/tools/show_aug.py."""
 
-Writes a PNG grid: training images (one per class) in rows, the stored image first, then
-``draws`` independent draws through ``aug.pipeline`` (before normalization, as uint8 pixels).
-Any override works as for training, e.g. ``experiment=seed003`` (its aug and data.mean) or
-``data=imagefolder data.root=PATH`` for real images; ``data=fake`` needs no data.
-"""
-
-from __future__ import annotations
-
-import sys
-from collections.abc import Sequence
-from pathlib import Path
-
-from omegaconf import DictConfig
-
-from cifar_lightning.configs import build, compose_for_tool
-from cifar_lightning.data.aug_grid import preview, save_png
-from cifar_lightning.errors import ConfigError, exit_on_user_error
-
-
-def output_path(cfg: DictConfig, aug_name: str) -> Path:
-    if cfg.get("out"):
-        return Path(cfg.out).expanduser()
-    return Path(cfg.paths.output_root) / "show_aug" / f"{aug_name}.png"
-
-
-def show_aug(cfg: DictConfig, aug_name: str) -> Path:
-    """Draw the grid for ``cfg``'s data and aug; returns the PNG's path."""
-    if cfg.images < 1 or cfg.draws < 1:
-        raise ConfigError(f"images={cfg.images} and draws={cfg.draws} must both be at least 1.")
-    pipeline = build(cfg.aug.pipeline, "aug")
-    # batch_size=1: the grid loads no batches, so a small image folder must not fail the
-    # DataModule's "at least one full batch" check.
-    datamodule = build(cfg.data, "data", aug=pipeline, batch_size=1)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    image = preview(
-        datamodule.train_set,
-        datamodule.classes,
-        pipeline,
-        title=f"aug={aug_name}: each training image drawn {cfg.draws} times (seed {cfg.seed})",
-        images=cfg.images,
-        draws=cfg.draws,
-        seed=cfg.seed,
-    )
-    return save_png(image, output_path(cfg, aug_name))
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if {"-h", "--help"} & set(argv):
-        print(
-            __doc__.strip(), "Arguments: aug=NAME, data=…, images=N, draws=N, out=PATH.", sep="\n\n"
-        )
-        return
-    with exit_on_user_error():
-        cfg, choices = compose_for_tool(argv, "show_aug")
-        path = show_aug(cfg, choices.get("aug", "aug"))
-    print(f"wrote {path}")
-
+from cifar_lightning.tools.show_aug import main
 
 if __name__ == "__main__":
     main()

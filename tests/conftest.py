@@ -15,25 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar_lightning.configs import compose_config
+from cifar_lightning.run.config import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 # Small, fast, CPU-only runs: tests override only what they are about.
 FAST = [
-    "data=fake",
-    "data.num_workers=0",
-    "data.fake_train_size=320",
-    "data.fake_test_size=64",
-    "data.val_size=64",
-    "data.batch_size=32",
-    "trainer.accelerator=cpu",
-    "trainer.devices=1",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "trainer.log_every_n_steps=1",
+    "debug=fast",
 ]
 
 
@@ -121,7 +110,7 @@ def trained_run(tmp_path_factory):
     Two epochs of 10 steps: its checkpoints feed evaluate/predict, its run dir the checks of
     what training leaves behind (pictures, TensorBoard). Returns (run dir, results).
     """
-    from cifar_lightning.train import train
+    from cifar_lightning.run.train import train
 
     out = tmp_path_factory.mktemp("trained_run")
     cfg = compose_config(
@@ -130,8 +119,10 @@ def trained_run(tmp_path_factory):
     return out, train(cfg)
 
 
-def run_cli_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``cifar-train args`` through the real entry point (``train.main``), in this process.
+def run_cli_in_process(
+    *args: str, cwd: Path, command: str = "train"
+) -> subprocess.CompletedProcess:
+    """``cifar-<command> args`` through its real entry point (``main``), in this process.
 
     Same argument handling, Hydra composition, error printing and exit code as
     :func:`run_cli`, without the ~8 s of interpreter and import start-up per call on a
@@ -139,12 +130,13 @@ def run_cli_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     state are put back afterwards.
     """
     import contextlib
+    import importlib
     import io
     import logging
 
     from hydra.core.global_hydra import GlobalHydra
 
-    from cifar_lightning import train as train_module
+    entry = importlib.import_module(f"cifar_lightning.{command}")
 
     root = logging.getLogger()
     saved = (sys.argv, root.handlers[:], root.level, os.getcwd())
@@ -152,11 +144,11 @@ def run_cli_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     code = 0
     GlobalHydra.instance().clear()
     try:
-        sys.argv = ["cifar-train", *args]
+        sys.argv = [f"cifar-{command}", *args]
         os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                train_module.main()
+                entry.main()
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
@@ -165,4 +157,4 @@ def run_cli_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         root.setLevel(saved[2])
         os.chdir(saved[3])
         GlobalHydra.instance().clear()
-    return subprocess.CompletedProcess(["cifar-train", *args], code, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess([command, *args], code, out.getvalue(), err.getvalue())

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifar_lightning.configs import CONFIG_DIR, build, compose_config, uint8
 from cifar_lightning.data.augment import Albumentations, Cutout
+from cifar_lightning.run.config import CONFIG_DIR, build, compose_config, uint8
 
 AUGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "aug").glob("*.yaml"))
 MEAN_PIXELS = [125, 123, 114]  # CIFAR-10's mean (0.4914, 0.4822, 0.4465) x 255, rounded

@@ -20,25 +20,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifar_lightning.checkpoints import make_record
-from cifar_lightning.models import DepthwiseClassifier
-from cifar_lightning.resume import override_key
+from cifar_lightning.run.checkpoints import make_record
+from cifar_lightning.run.resume import override_key
+from cifar_lightning.training.architectures import DepthwiseClassifier
 from conftest import run_cli, run_cli_in_process, write_image_folder
 
 FAST = [
-    "data=fake",
-    "data.num_workers=0",
+    "debug=fast",
     "data.fake_train_size=96",
     "data.fake_test_size=32",
     "data.val_size=32",
     "data.batch_size=16",
-    "trainer.max_epochs=1",
     "trainer.limit_train_batches=2",
     "trainer.limit_val_batches=1",
     "trainer.num_sanity_val_steps=0",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "trainer.log_every_n_steps=1",
 ]
 
 
@@ -138,7 +133,7 @@ def world(tmp_path_factory) -> World:
         hyper_parameters=dict(model.hparams),
         cifar_lightning=make_record(model, None),
     )
-    other = DepthwiseClassifier(num_classes=5)
+    other = DepthwiseClassifier(class_names=list("abcde"))
     full = torch.load(good_ckpt, weights_only=True)
     full["state_dict"] = other.state_dict()
     torch.save(full, files / "other_shape.ckpt")
@@ -167,7 +162,7 @@ CASES = [
     ("endless", ["trainer.max_epochs=-1"], 2, "would train forever"),
     ("val_size_too_big", ["data.val_size=1000"], 2, "data.val_size=1000 leaves no training"),
     ("label_smoothing", ["loss.label_smoothing=1.5"], 2, "loss.label_smoothing=1.5 must be in"),
-    ("dropout", ["model.dropout=2"], 2, "model.dropout=2 must be in [0, 1)"),
+    ("dropout", ["model.net.dropout=2"], 2, "model.net.dropout=2 must be in [0, 1)"),
     ("seed_negative", ["seed=-1"], 2, "seed=-1 must be in [0, 2**32)"),
     ("not_a_bool", ["test.enabled=maybe"], 2, "test.enabled='maybe' must be true or false"),
     ("sched_interval", ["sched.interval=hourly"], 2, "sched.interval='hourly' must be step or"),
@@ -193,7 +188,12 @@ CASES = [
         2,
         "cannot continue with trainer.max_epochs changed (1 -> 3)",
     ),
-    ("resume_other_model", ["resume={good}", "model.dropout=0.5"], 2, "dropout changed (0.05 ->"),
+    (
+        "resume_other_model",
+        ["resume={good}", "model.net.dropout=0.5"],
+        2,
+        "dropout changed (0.05 ->",
+    ),
     # --- data: exit 1, naming the file and the fix ---
     ("root_missing", ["data=imagefolder", "data.root=no/such/dir"], 1, "does not exist"),
     ("corrupt_image", ["data.root={corrupt}"], 1, "train/a/broken.jpg is not a readable image"),

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from cifar_lightning.bench import bench
-from cifar_lightning.configs import compose_config
 from cifar_lightning.errors import ConfigError
+from cifar_lightning.run.config import compose_config
+from cifar_lightning.tools.bench import bench
 from conftest import run_cli
 
 TINY = [

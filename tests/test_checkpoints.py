@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cifar_lightning.checkpoints import load_classifier, make_record, read_checkpoint
 from cifar_lightning.errors import CheckpointError
-from cifar_lightning.models import DepthwiseClassifier
+from cifar_lightning.run.checkpoints import load_classifier, make_record, read_checkpoint
+from cifar_lightning.training.architectures import DepthwiseClassifier
 
 
 def save(model, path, record=True):
@@ -19,7 +19,8 @@ def save(model, path, record=True):
 
 
 def test_round_trip(tmp_path):
-    model = DepthwiseClassifier(dropout=0.3).eval()
+    net = {"_target_": "cifar_lightning.models.depthwise.DepthwiseNet", "dropout": 0.3}
+    model = DepthwiseClassifier(net=net).eval()
     loaded, record = load_classifier(save(model, tmp_path / "m.ckpt"))
     assert isinstance(loaded, DepthwiseClassifier) and not loaded.training
     assert record["config"]["data"]["source"] == "fake"
@@ -68,4 +69,14 @@ def test_a_record_naming_a_foreign_class_is_refused(tmp_path):
     checkpoint["cifar_lightning"]["model_class"] = "os.system"
     torch.save(checkpoint, path)
     with pytest.raises(CheckpointError, match="not one of cifar-lightning's models"):
+        load_classifier(path)
+
+
+def test_a_record_naming_a_net_that_is_not_a_module_is_refused(tmp_path):
+    """The net's target is checked to be an nn.Module class before it is called."""
+    path = save(DepthwiseClassifier(), tmp_path / "m.ckpt")
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["hyper_parameters"]["net"] = {"_target_": "os.system", "command": "false"}
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match=r"'os\.system' is not an nn\.Module class"):
         load_classifier(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tarfile
 import urllib.error
 import urllib.request
@@ -18,6 +19,7 @@ from cifar_lightning.data.datamodule import default_num_workers
 from cifar_lightning.data.imagefolder import decode, load_imagefolder
 from cifar_lightning.data.transforms import eval_transform
 from cifar_lightning.errors import ConfigError, DataError
+from cifar_lightning.run.checks import check
 from conftest import CLASSES, run_cli, tar_folder, write_image_folder
 
 
@@ -106,18 +108,19 @@ def test_workers_load_the_same_batches_as_the_main_process():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("override", "message"),
     [
-        ({"batch_size": 0}, "data.batch_size=0"),
-        ({"val_size": -1}, "data.val_size=-1"),
-        ({"num_workers": -2}, "data.num_workers=-2"),
-        ({"source": "mnist"}, "data.source='mnist'"),
-        ({"std": (0.5, 0.0, 0.5)}, "std > 0"),
+        ("data.batch_size=0", "data.batch_size=0 must be at least 1"),
+        ("data.val_size=-1", "data.val_size=-1 must be 0 (validate on test) or more"),
+        ("data.num_workers=-2", "data.num_workers=-2 must be 0 or more (or null)"),
+        ("data.source=mnist", "data.source='mnist' must be one of cifar10, imagefolder, fake"),
+        ("data.std=[0.5,0.0,0.5]", "data.std=[0.5, 0.0, 0.5] needs three values, each > 0"),
+        ("data.loader=gpu", "data.loader='gpu' must be classic or device"),
     ],
 )
-def test_bad_arguments_are_config_errors(kwargs, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        CIFAR10DataModule(**kwargs)
+def test_bad_data_values_are_config_errors(make_cfg, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check(make_cfg(override))
 
 
 def test_split_errors_name_the_fix():
@@ -210,9 +213,9 @@ def test_missing_root_is_a_data_error(tmp_path):
     assert "data.root" in e.value.fix
 
 
-def test_imagefolder_without_root_is_a_config_error():
+def test_imagefolder_without_root_is_a_config_error(make_cfg):
     with pytest.raises(ConfigError, match=r"needs data\.root"):
-        CIFAR10DataModule(source="imagefolder", root=None)
+        check(make_cfg("data=imagefolder"))
 
 
 def test_class_mismatch_says_how_to_set_classes(tmp_path):

@@ -13,7 +13,7 @@ from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.data import batched_aug as B
 from cifar_lightning.data.device_loader import EpochSampler
 from cifar_lightning.errors import ConfigError
-from cifar_lightning.train import train
+from cifar_lightning.run.train import train
 from conftest import run_cli
 
 # 300 training images at batch 32: 9 full batches and one of 12.
@@ -154,8 +154,6 @@ def test_device_loader_without_batched_aug_is_a_config_error():
     dm.setup("fit")
     with pytest.raises(ConfigError, match="needs the augmentation as batched ops"):
         dm.train_dataloader()
-    with pytest.raises(ConfigError, match=r"data\.loader='gpu' is not a loader"):
-        CIFAR10DataModule(**SIZES, loader="gpu")
 
 
 @pytest.mark.slow

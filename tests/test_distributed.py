@@ -12,28 +12,18 @@ import pytest
 import torch
 from torch.distributed import TCPStore
 
-from cifar_lightning import distributed
-from cifar_lightning.configs import build, claim_dir, compose_config
 from cifar_lightning.errors import ConfigError
-from cifar_lightning.train import build_trainer
+from cifar_lightning.run import distributed
+from cifar_lightning.run.config import build, claim_dir, compose_config
+from cifar_lightning.run.train import build_trainer
 from conftest import REPO, run_cli
 from probes import image_digest
 
 DDP_CLI = [
+    "debug=fast",  # 256 training images: 128 per rank, 4 steps of 32
     "trainer=ddp",
-    "trainer.accelerator=cpu",
     "trainer.devices=2",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "data=fake",
     "aug=none",
-    "data.num_workers=0",
-    # 256 training images: 128 per rank, 4 steps of 32
-    "data.fake_train_size=320",
-    "data.val_size=64",
-    "data.fake_test_size=64",
-    "data.batch_size=32",
 ]
 
 
@@ -180,7 +170,7 @@ def test_interactive_slurm_shell_and_submitit_tasks_claim_normally(tmp_path, mon
 
 def test_ddp_trainer_uses_gloo_and_the_subprocess_launcher_on_cpu(make_cfg, tmp_path):
     cfg = make_cfg("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
-    trainer = build_trainer(cfg, tmp_path)
+    trainer = build_trainer(cfg)
     assert trainer.world_size == 2 and trainer.num_nodes == 1
     assert trainer.strategy._get_process_group_backend() == "gloo"
     distributed.check_launch(trainer, in_sweep=False)  # a single run: fine
@@ -191,7 +181,7 @@ def test_ddp_trainer_uses_gloo_and_the_subprocess_launcher_on_cpu(make_cfg, tmp_
 def test_ddp_spawn_is_allowed_in_a_sweep(make_cfg, tmp_path):
     cfg = make_cfg("trainer=ddp", "trainer.strategy=ddp_spawn", "trainer.accelerator=cpu")
     cfg.trainer.devices = 2
-    distributed.check_launch(build_trainer(cfg, tmp_path), in_sweep=True)
+    distributed.check_launch(build_trainer(cfg), in_sweep=True)
 
 
 @pytest.mark.parametrize(
@@ -213,7 +203,7 @@ def test_cluster_resources_follow_the_trainer(accelerator, devices, processes, g
 def test_submitit_slurm_asks_for_what_the_trainer_uses():
     from hydra import compose, initialize_config_dir
 
-    from cifar_lightning.configs import CONFIG_DIR
+    from cifar_lightning.run.config import CONFIG_DIR
 
     overrides = ["hydra/launcher=submitit_slurm", "trainer=ddp", "trainer.devices=4"]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

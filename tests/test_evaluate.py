@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cifar_lightning.configs import compose_config
 from cifar_lightning.errors import CheckpointError, ConfigError
-from cifar_lightning.evaluate import evaluate
-from conftest import CLASSES, assert_png, run_cli
+from cifar_lightning.run.config import compose_config
+from cifar_lightning.run.evaluate import evaluate
+from conftest import CLASSES, assert_png, run_cli, run_cli_in_process
 
 PICTURES = ("confusion_matrix", "predictions", "misclassified")
 
@@ -128,10 +128,40 @@ def test_cli(trained_run, tmp_path):
     assert len(list(tmp_path.glob("evaluate/*/*"))) == 1, "a failed evaluate leaves no run dir"
 
 
+def test_cli_takes_data_options_as_train_does(trained_run, tmp_path, image_folder):
+    """`data=fake`, `data=imagefolder data.root=…`: the spelling train taught the user."""
+    _, results = trained_run
+    common = [f"ckpt_path={results['best_checkpoint']}", f"paths.output_root={tmp_path}"]
+    common += [
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "figures.sample_size=4",
+    ]
+    fake = run_cli_in_process(
+        *common, "data=fake", "data.num_workers=0", cwd=tmp_path, command="evaluate"
+    )
+    assert fake.returncode == 0, fake.stderr[-3000:]
+    folder = run_cli_in_process(
+        *common, "data=imagefolder", f"data.root={image_folder}", cwd=tmp_path, command="evaluate"
+    )
+    assert folder.returncode == 0, folder.stderr[-3000:]
+    summaries = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("evaluate/*/*/eval.json"))]
+    assert [s["data"].split(",")[0] for s in summaries] == [
+        "synthetic data",
+        f"image folder {image_folder}",
+    ]
+    assert summaries[1]["num_images"] == 30  # 3 test images per class
+    typo = run_cli_in_process(*common, "data=imagefoldr", cwd=tmp_path, command="evaluate")
+    assert typo.returncode == 2
+    assert "error: data=imagefoldr is not an option of the data group" in typo.stderr
+    assert "data=imagefolder" in typo.stderr and "Traceback" not in typo.stderr
+    assert len(summaries) == len(list(tmp_path.glob("evaluate/*/*"))), "no stray run dirs"
+
+
 def test_data_config_from_the_record_and_overrides():
     from omegaconf import OmegaConf
 
-    from cifar_lightning.evaluate import data_config
+    from cifar_lightning.run.evaluate import data_config
 
     record = {"config": {"data": {"_target_": "x.DM", "source": "fake", "batch_size": 128}}}
     overrides = OmegaConf.create({"source": None, "batch_size": 16, "root": None})
@@ -155,5 +185,5 @@ def test_test_time_augmentation_is_an_evaluation_option(trained_run, tmp_path):
     assert plain["tta"] == "none" and flipped["tta"] == "flip"
     # A different prediction function over the same images: the loss must move.
     assert flipped["metrics"]["loss"] != plain["metrics"]["loss"]
-    with pytest.raises(ConfigError, match=r"test\.tta=sideways"):
+    with pytest.raises(ConfigError, match=r"test\.tta='sideways' must be one of none, flip"):
         evaluate(eval_cfg(tmp_path / "c", ckpt, "test.tta=sideways"))

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from cifar_lightning.configs import CONFIG_DIR, compose_config
-from cifar_lightning.train import train
+from cifar_lightning.run.config import CONFIG_DIR, compose_config
+from cifar_lightning.run.train import train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("seed*.yaml"))
 CIFAR_MEAN, CIFAR_STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
@@ -20,7 +20,7 @@ COMMON = {"data.val_size": 0, "test.ckpt": "last"}
 # The spec (shared/specs/seed-models.md), value by value.
 RECIPES = {
     "seed000": {
-        "model._target_": "cifar_lightning.models.SimpleCNNClassifier",
+        "model._target_": "cifar_lightning.training.architectures.SimpleCNNClassifier",
         "aug": "seed000",
         "optim._target_": "torch.optim.Adam",
         "optim.lr": 1e-3,
@@ -35,7 +35,7 @@ RECIPES = {
         "seed": 2021,
     },
     "seed001": {
-        "model._target_": "cifar_lightning.models.MediumCNNClassifier",
+        "model._target_": "cifar_lightning.training.architectures.MediumCNNClassifier",
         "aug": "seed001",
         "optim._target_": "torch.optim.Adam",
         "optim.lr": 3e-4,
@@ -48,7 +48,7 @@ RECIPES = {
         "data.std": CIFAR_STD,
     },
     "seed002": {
-        "model._target_": "cifar_lightning.models.VGGClassifier",
+        "model._target_": "cifar_lightning.training.architectures.VGGClassifier",
         "aug": "none",
         "optim._target_": "torch.optim.SGD",
         "optim.lr": 1e-3,
@@ -61,8 +61,8 @@ RECIPES = {
         "data.std": HALF,
     },
     "seed003": {
-        "model._target_": "cifar_lightning.models.DepthwiseClassifier",
-        "model.dropout": 0.05,
+        "model._target_": "cifar_lightning.training.architectures.DepthwiseClassifier",
+        "model.net.dropout": 0.05,
         "aug": "seed003",
         "optim._target_": "torch.optim.SGD",
         "optim.lr": 0.05,
@@ -83,7 +83,7 @@ RECIPES = {
         "seed": 42,
     },
     "seed004": {
-        "model._target_": "cifar_lightning.models.ResNet9Classifier",
+        "model._target_": "cifar_lightning.training.architectures.ResNet9Classifier",
         "aug": "seed004",
         "optim._target_": "torch.optim.Adam",
         "optim.weight_decay": 1e-5,

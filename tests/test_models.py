@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cifar_lightning.models import DepthwiseClassifier, ImageClassifier
+from cifar_lightning.training.architectures import DepthwiseClassifier
+from cifar_lightning.training.classifier import ImageClassifier
 
 ONECYCLE = {
     "interval": "step",
@@ -28,19 +29,19 @@ def test_depthwise_outputs_logits(batch):
 
 
 def test_num_classes_reaches_the_head():
-    assert DepthwiseClassifier(num_classes=4)(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+    model = DepthwiseClassifier(class_names=["a", "b", "c", "d"])
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
 
 
 def test_hyperparameters_are_plain_data_and_rebuild_the_model(tmp_path):
     """A checkpoint alone must rebuild the model (evaluate/predict rely on it)."""
     model = DepthwiseClassifier(
-        dropout=0.2,
-        num_classes=10,
-        label_smoothing=0.1,
+        net={"_target_": "cifar_lightning.models.depthwise.DepthwiseNet", "dropout": 0.2},
+        loss={"_target_": "torch.nn.CrossEntropyLoss", "label_smoothing": 0.1},
         optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01},
     )
     hp = dict(model.hparams)
-    assert hp["dropout"] == 0.2 and hp["label_smoothing"] == 0.1
+    assert hp["net"]["dropout"] == 0.2 and hp["loss"]["label_smoothing"] == 0.1
     assert hp["class_names"][3] == "cat" and len(hp["mean"]) == 3
     path = tmp_path / "m.ckpt"
     torch.save(
@@ -86,6 +87,8 @@ def test_onecycle_length_comes_from_the_trainer():
 
 def test_label_smoothing_changes_the_loss():
     logits, y = torch.tensor([[4.0, 0.0]]), torch.tensor([0])
-    plain = ImageClassifier(num_classes=2).criterion(logits, y)
-    smooth = ImageClassifier(num_classes=2, label_smoothing=0.2).criterion(logits, y)
+    net = {"_target_": "torch.nn.Identity"}
+    plain = ImageClassifier(net, class_names=["a", "b"]).criterion(logits, y)
+    loss = {"_target_": "torch.nn.CrossEntropyLoss", "label_smoothing": 0.2}
+    smooth = ImageClassifier(net, loss=loss, class_names=["a", "b"]).criterion(logits, y)
     assert smooth > plain

@@ -55,7 +55,7 @@ def test_wheel_carries_configs_and_composes_outside_the_repo(tmp_path):
         timeout=300,
     )
     probe = (
-        "import cifar_lightning, cifar_lightning.configs as c;"
+        "import cifar_lightning, cifar_lightning.run.config as c;"
         "cfg = c.compose_config(['model=depthwise', 'data=fake']);"
         "print(cifar_lightning.__file__); print(c.CONFIG_DIR); print(cfg.model._target_)"
     )
@@ -70,4 +70,4 @@ def test_wheel_carries_configs_and_composes_outside_the_repo(tmp_path):
     ).stdout.splitlines()
     assert out[0].startswith(str(site)), "imported the repo copy, not the installed one"
     assert out[1] == str(site / "cifar_lightning" / "conf")
-    assert out[2] == "cifar_lightning.models.DepthwiseClassifier"
+    assert out[2] == "cifar_lightning.training.architectures.DepthwiseClassifier"

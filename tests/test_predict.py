@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from cifar_lightning.configs import compose_config
 from cifar_lightning.errors import ConfigError
-from cifar_lightning.predict import load_image, predict, report
+from cifar_lightning.run.config import compose_config
+from cifar_lightning.run.predict import load_image, predict, report
 from conftest import CLASSES, assert_png, run_cli
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from cifar_lightning.configs import compose_config
-from cifar_lightning.train import train
+from cifar_lightning.run.config import compose_config
+from cifar_lightning.run.train import train
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 

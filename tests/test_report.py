@@ -11,23 +11,17 @@ import pytest
 from torch.utils.tensorboard import SummaryWriter
 
 from cifar_lightning.errors import UserError
-from cifar_lightning.report import build_report, main, read_curve
+from cifar_lightning.tools.report import build_report, main, read_curve
 from conftest import assert_png, run_cli
 
 FAST_CLI = [
-    "data=fake",
-    "data.num_workers=0",
+    "debug=fast",
     "data.fake_train_size=256",
-    "data.fake_test_size=64",
-    "data.val_size=64",
-    "data.batch_size=32",
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=2",
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
     "trainer.num_sanity_val_steps=0",
-    "trainer.enable_model_summary=false",
-    "trainer.enable_progress_bar=false",
     "~callbacks.evaluation_figures",
     "~callbacks.training_curves",
 ]

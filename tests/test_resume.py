@@ -25,17 +25,13 @@ from conftest import run_cli_in_process
 
 STEPS_PER_EPOCH = 8
 RUN = [
-    "data=fake",
-    "data.num_workers=0",
+    "debug=fast",
     f"data.fake_train_size={32 + 16 * STEPS_PER_EPOCH}",
     "data.fake_test_size=32",
     "data.val_size=32",
     "data.batch_size=16",
     "trainer.max_epochs=2",
     "trainer.deterministic=true",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "trainer.log_every_n_steps=1",
     "callbacks.periodic_checkpoint.train_time_interval=null",
     "callbacks.periodic_checkpoint.every_n_train_steps=5",
     "seed=3",
@@ -180,9 +176,9 @@ def test_sigterm_then_kill_9_then_resume_ends_like_an_uninterrupted_run(referenc
 
 
 def test_resume_reruns_the_runs_own_command_line(tmp_path):
-    from cifar_lightning.checkpoints import make_record
-    from cifar_lightning.models import DepthwiseClassifier
-    from cifar_lightning.resume import expand_argv
+    from cifar_lightning.run.checkpoints import make_record
+    from cifar_lightning.run.resume import expand_argv
+    from cifar_lightning.training.architectures import DepthwiseClassifier
 
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
@@ -288,7 +284,7 @@ def write_events(path: Path, wall_time: float, scalars: list[tuple[str, int]]) -
 
 
 def test_a_resumed_session_supersedes_what_the_crashed_one_logged_after_its_checkpoint(tmp_path):
-    from cifar_lightning.resume import drop_superseded_events
+    from cifar_lightning.run.resume import drop_superseded_events
 
     # Session 1 crashed after logging steps 0-9; its checkpoint was at step 6. Session 2
     # logged from step 6 on; a test phase of session 2 wrote a second file.
@@ -311,7 +307,7 @@ def test_a_resumed_session_supersedes_what_the_crashed_one_logged_after_its_chec
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
-    from cifar_lightning.checkpoints import SafeCheckpointIO
+    from cifar_lightning.run.checkpoints import SafeCheckpointIO
 
     io = SafeCheckpointIO()
     path = tmp_path / "checkpoints" / "last.ckpt"
@@ -330,8 +326,8 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
 
 def test_resume_and_test_load_through_the_weights_only_reader(tmp_path):
-    from cifar_lightning.checkpoints import SafeCheckpointIO
     from cifar_lightning.errors import CheckpointError
+    from cifar_lightning.run.checkpoints import SafeCheckpointIO
 
     evil = tmp_path / "evil.ckpt"
     marker = tmp_path / "pwned"
@@ -351,8 +347,8 @@ class _Payload:
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(make_cfg, monkeypatch):
     from cifar_lightning.errors import TrainingDiverged
-    from cifar_lightning.models.base import ImageClassifier
-    from cifar_lightning.train import train
+    from cifar_lightning.run.train import train
+    from cifar_lightning.training.classifier import ImageClassifier
 
     real_step = ImageClassifier.training_step
 
@@ -384,8 +380,8 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(make_cfg, m
 def test_non_finite_weights_are_never_checkpointed():
     from types import SimpleNamespace
 
-    from cifar_lightning.callbacks import StopOnNonFiniteLoss
     from cifar_lightning.errors import TrainingDiverged
+    from cifar_lightning.training.callbacks import StopOnNonFiniteLoss
 
     module = torch.nn.Linear(2, 2)
     trainer = SimpleNamespace(global_step=7, current_epoch=1, checkpoint_callbacks=[])
@@ -401,8 +397,8 @@ def test_ctrl_c_finishes_the_step_saves_and_stops(make_cfg):
 
     from lightning.pytorch.callbacks import Callback
 
-    from cifar_lightning import train as train_module
     from cifar_lightning.errors import RunInterrupted
+    from cifar_lightning.run import train as train_module
 
     class PressCtrlC(Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):

@@ -10,7 +10,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from cifar_lightning.callbacks.run_pictures import TrainingCurves
+from cifar_lightning.training.callbacks.run_pictures import TrainingCurves
 from conftest import CLASSES, assert_png
 
 RUN_PICTURES = ("curves", "confusion_matrix", "predictions", "misclassified")

@@ -7,17 +7,16 @@ import torch
 import torchinfo
 from torch import nn
 
-from cifar_lightning.configs import compose_config
-from cifar_lightning.models import (
+from cifar_lightning.models.depthwise import DepthwiseNet
+from cifar_lightning.run.config import build, compose_config
+from cifar_lightning.tools.receptive_field import receptive_field
+from cifar_lightning.training.architectures import (
     DepthwiseClassifier,
     MediumCNNClassifier,
     ResNet9Classifier,
     SimpleCNNClassifier,
     VGGClassifier,
 )
-from cifar_lightning.models.depthwise import DepthwiseNet
-from cifar_lightning.models.receptive_field import receptive_field
-from cifar_lightning.summary import build
 
 # name: (class, trainable parameters from the spec)
 SEED_MODELS = {
@@ -50,7 +49,7 @@ def test_outputs_one_logit_per_class(models, name):
 @pytest.mark.parametrize("name", SEED_MODELS)
 def test_model_option_builds_the_seed_class(name):
     """`model=NAME` reaches the right class, with the architecture's own defaults."""
-    model = build(compose_config([f"model={name}"]))
+    model = build(compose_config([f"model={name}"]).model, "model")
     assert type(model) is SEED_MODELS[name][0]
     assert model.num_parameters == SEED_MODELS[name][1]
 
@@ -58,7 +57,8 @@ def test_model_option_builds_the_seed_class(name):
 def test_num_classes_reaches_every_head():
     for cls, _ in SEED_MODELS.values():
         with torch.no_grad():
-            assert cls(num_classes=4).eval()(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+            model = cls(class_names=["a", "b", "c", "d"]).eval()
+            assert model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
 
 
 @pytest.mark.parametrize(("name", "mult_adds"), [("simple_cnn", 22.36e6), ("depthwise", 19.87e6)])

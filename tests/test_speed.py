@@ -11,11 +11,11 @@ from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.overrides import TorchFunctionMode
 
-import cifar_lightning.train as train_module
-from cifar_lightning.checkpoints import read_checkpoint
+import cifar_lightning.run.train as train_module
 from cifar_lightning.errors import ConfigError
-from cifar_lightning.speed import compile_options
-from cifar_lightning.train import train
+from cifar_lightning.run.checkpoints import read_checkpoint
+from cifar_lightning.run.train import train
+from cifar_lightning.training.callbacks.speed import compile_options
 
 # Tensor calls that make the host wait for the device when the tensor lives on a GPU. On a
 # CPU nothing waits, but the calls are the same: catching them here catches them there.
@@ -116,8 +116,8 @@ def test_channels_last_and_compile_keep_checkpoints_plain(make_cfg):
     results = train(
         make_cfg(
             "data.loader=device",
-            "channels_last=true",
-            "compile={backend:eager}",  # dynamo's graph capture, without code generation
+            "speed.channels_last=true",
+            "speed.compile={backend:eager}",  # dynamo's graph capture, without code generation
             "trainer.limit_train_batches=2",
             "trainer.limit_val_batches=1",
             "test.enabled=false",
@@ -145,15 +145,15 @@ def test_compile_settings(value, expected):
 
 
 def test_bad_compile_setting_is_a_config_error():
-    with pytest.raises(ConfigError, match="compile='fast' is not a compile setting"):
+    with pytest.raises(ConfigError, match=r"speed\.compile='fast' is not a compile setting"):
         compile_options("fast")
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("compile=fast", "compile='fast' is not a compile setting"),
-        ("channels_last=2", "channels_last=2 must be true or false"),
+        ("speed.compile=fast", "speed.compile='fast' is not a compile setting"),
+        ("speed.channels_last=2", "speed.channels_last=2 must be true or false"),
     ],
 )
 def test_bad_switches_stop_the_run_before_any_work(make_cfg, tmp_path, override, message):

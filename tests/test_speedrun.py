@@ -7,13 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cifar_lightning.callbacks.lookahead import Lookahead, lookahead_decay
-from cifar_lightning.models.airbench_net import (
-    AirbenchClassifier,
-    BiasOnlyBatchNorm,
-    patch_whitening_filters,
-)
-from cifar_lightning.models.tta import tta_logits
+from cifar_lightning.models.airbench_net import BiasOnlyBatchNorm, patch_whitening_filters
+from cifar_lightning.training.architectures import AirbenchClassifier
+from cifar_lightning.training.callbacks.lookahead import Lookahead, lookahead_decay
+from cifar_lightning.training.tta import tta_logits
+
+
+def airbench(widths, **kwargs) -> AirbenchClassifier:
+    net = {"_target_": "cifar_lightning.models.airbench_net.AirbenchNet", "widths": widths}
+    return AirbenchClassifier(net=net, **kwargs)
+
 
 # --- whitening ------------------------------------------------------------------------------
 
@@ -57,7 +60,7 @@ def test_whitening_filters_are_the_scaled_patch_eigenvectors():
 
 
 def test_net_whitens_from_the_datamodule_sample_and_keeps_it_frozen():
-    model = AirbenchClassifier(widths=(8, 16, 16), whiten_images=50)
+    model = airbench((8, 16, 16), whiten_images=50)
     images = torch.randn(50, 3, 32, 32)
     model.net.init_whitening(images)
     expected = patch_whitening_filters(images, 2, 5e-4)
@@ -67,7 +70,7 @@ def test_net_whitens_from_the_datamodule_sample_and_keeps_it_frozen():
 
 
 def test_convs_start_as_identity_and_batchnorm_scales_are_frozen():
-    model = AirbenchClassifier(widths=(32, 64, 64))
+    model = airbench((32, 64, 64))
     first_conv = model.net.body[1][0]
     w = first_conv.weight  # (32, 24, 3, 3): the first 24 filters pass their channel through
     assert torch.equal(w[:24, :, 1, 1], torch.eye(24))
@@ -77,8 +80,8 @@ def test_convs_start_as_identity_and_batchnorm_scales_are_frozen():
 
 
 def test_batchnorm_biases_get_the_scaled_learning_rate():
-    model = AirbenchClassifier(
-        widths=(8, 16, 16),
+    model = airbench(
+        (8, 16, 16),
         bias_lr_scale=64.0,
         optimizer={
             "_target_": "torch.optim.SGD",
@@ -230,7 +233,7 @@ def test_alternating_flip_needs_the_device_loader():
 
 
 def test_warmup_warmdown_schedule():
-    from cifar_lightning.schedules import WarmupWarmdown
+    from cifar_lightning.training.schedules import WarmupWarmdown
 
     f = WarmupWarmdown(total_steps=100, warmup=0.23, start=0.2, end=0.07)
     assert f(0) == pytest.approx(0.2)
@@ -241,11 +244,11 @@ def test_warmup_warmdown_schedule():
 
 
 def test_speedrun_recipe_is_airbench94s():
-    from cifar_lightning.configs import compose_config
+    from cifar_lightning.run.config import compose_config
 
     cfg = compose_config(["experiment=speedrun"])
     assert cfg.model._target_.endswith("AirbenchClassifier")
-    assert list(cfg.model.widths) == [64, 256, 256] and cfg.model.bias_lr_scale == 64
+    assert list(cfg.model.net.widths) == [64, 256, 256] and cfg.model.bias_lr_scale == 64
     assert cfg.data.loader == "device" and cfg.data.batch_size == 1024 and cfg.data.drop_last
     assert cfg.optim.nesterov and cfg.optim.momentum == 0.85
     # 11.5 per 1024 examples in airbench's decoupled form, for a mean-reduced loss:
@@ -262,7 +265,7 @@ def test_speedrun_recipe_is_airbench94s():
 
 @pytest.mark.slow
 def test_speedrun_trains_end_to_end_on_a_subset(make_cfg):
-    from cifar_lightning.train import train
+    from cifar_lightning.run.train import train
 
     cfg = make_cfg(
         "experiment=speedrun",
@@ -290,8 +293,8 @@ def test_speedrun_trains_end_to_end_on_a_subset(make_cfg):
 
 
 def test_data_export_in_airbench_format(tmp_path):
-    from cifar_lightning.airbench_compare import export_for_airbench
     from cifar_lightning.data.sources import make_fake
+    from cifar_lightning.tools.airbench_compare import export_for_airbench
 
     splits = make_fake(20, 10, classes=[str(i) for i in range(10)], seed=0)
     export_for_airbench(splits, tmp_path)
@@ -302,7 +305,7 @@ def test_data_export_in_airbench_format(tmp_path):
 
 
 def test_airbench_output_is_parsed():
-    from cifar_lightning.airbench_compare import parse_airbench
+    from cifar_lightning.tools.airbench_compare import parse_airbench
 
     # airbench94's table (its column widths, trimmed here to fit the line length).
     out = "\n".join(

@@ -12,22 +12,17 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from cifar_lightning import sweeps
-from cifar_lightning.configs import CONFIG_DIR
 from cifar_lightning.errors import ConfigError
-from cifar_lightning.train import train
+from cifar_lightning.run import sweeps
+from cifar_lightning.run.config import CONFIG_DIR
+from cifar_lightning.run.train import train
 from conftest import run_cli
 
 TINY_CLI = [
-    "data=fake",
-    "data.num_workers=0",
+    "debug=fast",
     "data.fake_train_size=96",
     "data.val_size=32",
     "data.fake_test_size=32",
-    "data.batch_size=32",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
 ]
 # A real training-time failure: StepLR divides by step_size when it first steps (end of
 # epoch 1), so the job has trained a little and then raises ZeroDivisionError.

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cifar_lightning import show_aug, summary
 from cifar_lightning.data import CIFAR10DataModule
-from cifar_lightning.data.aug_grid import draw, pick_images
+from cifar_lightning.tools import show_aug, summary
+from cifar_lightning.training.aug_grid import draw, pick_images
 
 FAKE = ["data=fake", "data.fake_train_size=120", "data.fake_test_size=20", "data.val_size=20"]
 
@@ -48,7 +48,8 @@ def test_summary_of_an_unknown_model_lists_the_options(capsys, in_empty_dir):
         summary.main(["model=resnet50"])
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert "Could not find 'model/resnet50'" in err and "resnet9" in err
+    assert "error: model=resnet50 is not an option of the model group" in err
+    assert "model=resnet9" in err
     assert "Traceback" not in err
     assert list(in_empty_dir.iterdir()) == []
 

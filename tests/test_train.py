@@ -9,19 +9,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from cifar_lightning.models import DepthwiseClassifier
-from cifar_lightning.train import train
+from cifar_lightning.run.train import train
+from cifar_lightning.training.architectures import DepthwiseClassifier
 from conftest import run_cli, run_cli_in_process
 
 FAST_CLI = [
-    "data=fake",
-    "data.num_workers=0",
+    "debug=fast",
     "data.fake_train_size=256",
-    "data.fake_test_size=64",
-    "data.val_size=64",
-    "data.batch_size=32",
-    "trainer.enable_model_summary=false",
-    "trainer.enable_progress_bar=false",
 ]
 
 
@@ -35,7 +29,7 @@ def test_fast_dev_run(make_cfg):
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     """Two epochs of 8 steps on fake data; several tests read what it leaves behind."""
-    from cifar_lightning.configs import compose_config
+    from cifar_lightning.run.config import compose_config
     from conftest import FAST
 
     out = tmp_path_factory.mktemp("short_run")
@@ -181,7 +175,7 @@ BAD_VALUES = [
     ("data.val_size=100000", "data.val_size=100000 leaves no training images"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0 trains nothing"),
     ("loss.label_smoothing=1.5", "loss.label_smoothing=1.5 must be in [0, 1)"),
-    ("data.source=mnist", "data.source='mnist' is not a data source"),
+    ("data.source=mnist", "data.source='mnist' must be one of cifar10, imagefolder, fake"),
 ]
 
 

@@ -9,8 +9,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifar_lightning.errors import ConfigError, UserError
-from cifar_lightning.models import DepthwiseClassifier
-from cifar_lightning.train import train
+from cifar_lightning.run.train import train
+from cifar_lightning.training.architectures import DepthwiseClassifier
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Depthwise net, one-cycle over one epoch of 8 steps (256 fake images, batch 32) peaking on
@@ -21,7 +21,7 @@ LR_FIND = ["tune.lr_find=true", "tune.num_training=20"]
 
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
-    from cifar_lightning.configs import compose_config
+    from cifar_lightning.run.config import compose_config
     from conftest import FAST
 
     out = tmp_path_factory.mktemp("tuned")
@@ -76,7 +76,7 @@ def test_run_equals_a_run_given_the_suggestion_directly(tuned, make_cfg):
     [
         ("tune.num_training=5", "tune.num_training=5 is too few steps"),
         ("tune.min_lr=1", "must satisfy 0 < min_lr < max_lr"),
-        ("tune.mode=log", "tune.mode=log is not a range-test mode"),
+        ("tune.mode=log", "tune.mode='log' must be exponential or linear"),
         # Each DDP process would find (and train with) its own LR.
         ("trainer.devices=2", "runs the range test in one process on one device"),
     ],

@@ -33,8 +33,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision import transforms as T
 
-from cifar_lightning.configs import build, chosen_option, config_dir
 from cifar_lightning.errors import ConfigError
+from cifar_lightning.run.config import build, chosen_option, config_dir
 
 Fill = float | Sequence[float]
 PADDING_MODES = ("constant", "reflect")

@@ -13,7 +13,6 @@ import io
 import logging
 import os
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
@@ -21,6 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cifar_lightning.atomic import atomic_write
 from cifar_lightning.data.sources import IMAGE_SHAPE, ImageArrays, Splits
 from cifar_lightning.errors import DataError
 
@@ -191,24 +191,15 @@ def decode(root: Path, classes: Sequence[str]) -> Splits:
 
 
 def _save_cache(splits: Splits, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename: a crash mid-write never leaves a half cache that looks valid.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                train_images=splits.train.images,
-                train_labels=splits.train.labels,
-                test_images=splits.test.images,
-                test_labels=splits.test.labels,
-                classes=np.array(splits.classes),
-            )
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; the cache is ordinary data
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # Atomic: a crash mid-write never leaves a half cache that looks valid.
+    arrays = {
+        "train_images": splits.train.images,
+        "train_labels": splits.train.labels,
+        "test_images": splits.test.images,
+        "test_labels": splits.test.labels,
+        "classes": np.array(splits.classes),
+    }
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _load_cache(path: Path, classes: Sequence[str]) -> Splits | None:

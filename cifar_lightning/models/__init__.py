@@ -1,23 +1,6 @@
-"""One LightningModule per architecture, each over the shared :class:`ImageClassifier`.
+"""The nets: plain ``nn.Module``s, one family per file, that import nothing from the project.
 
-``conf/model/<name>.yaml`` picks ``<name>.py``'s classifier: simple_cnn (seed 000),
-medium_cnn (001), vgg (002), depthwise (003), resnet9 (004); airbench_net (the speedrun).
+Each maps (N, 3, 32, 32) images to (N, num_classes) logits and takes ``num_classes``; a
+``conf/model/<name>.yaml`` names one as its ``net:``. simple_cnn (seed 000), medium_cnn (001),
+vgg (002), depthwise (003), resnet9 (004), resnet18 (torchvision's), airbench_net (speedrun).
 """
-
-from cifar_lightning.models.airbench_net import AirbenchClassifier
-from cifar_lightning.models.base import ImageClassifier
-from cifar_lightning.models.depthwise import DepthwiseClassifier
-from cifar_lightning.models.medium_cnn import MediumCNNClassifier
-from cifar_lightning.models.resnet9 import ResNet9Classifier
-from cifar_lightning.models.simple_cnn import SimpleCNNClassifier
-from cifar_lightning.models.vgg import VGGClassifier
-
-__all__ = [
-    "AirbenchClassifier",
-    "DepthwiseClassifier",
-    "ImageClassifier",
-    "MediumCNNClassifier",
-    "ResNet9Classifier",
-    "SimpleCNNClassifier",
-    "VGGClassifier",
-]

@@ -18,12 +18,9 @@ Every choice below trades generality for steps-to-94%:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
-
-from cifar_lightning.models.base import ImageClassifier
 
 
 def patch_whitening_filters(images: torch.Tensor, kernel: int, eps: float) -> torch.Tensor:
@@ -106,55 +103,3 @@ class AirbenchNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(self.whiten(x))) * self.logit_scale
-
-
-class AirbenchClassifier(ImageClassifier):
-    """``model=airbench_net``: the speedrun net under the shared training logic.
-
-    ``bias_lr_scale``: BatchNorm biases learn this many times faster than the rest, with
-    weight decay scaled down by the same factor so that their per-step decay is unchanged.
-    ``whiten_bias_epochs``: the whitening bias trains for this many epochs, then freezes.
-    ``whiten_images``/``whiten_eps``: how many training images set the whitening filters.
-    """
-
-    def __init__(
-        self,
-        widths: Sequence[int] = (64, 256, 256),
-        bn_momentum: float = 0.4,
-        whiten_kernel: int = 2,
-        logit_scale: float = 1 / 9,
-        bias_lr_scale: float = 64.0,
-        whiten_bias_epochs: int = 3,
-        whiten_images: int = 5000,
-        whiten_eps: float = 5e-4,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.net = AirbenchNet(
-            self.hparams.num_classes, tuple(widths), bn_momentum, whiten_kernel, logit_scale
-        )
-        # Saved with the weights: a resumed or fine-tuned run must not re-whiten.
-        self.register_buffer("whitened", torch.tensor(False))
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        optimizer = self.hparams.optimizer or {}
-        lr, wd = float(optimizer.get("lr", 0.0)), float(optimizer.get("weight_decay", 0.0))
-        scale = self.hparams.bias_lr_scale
-        bn_biases = [m.bias for m in self.net.modules() if isinstance(m, BiasOnlyBatchNorm)]
-        fast = {id(p) for p in bn_biases}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in fast]
-        return [
-            {"params": rest},
-            {"params": bn_biases, "lr": lr * scale, "weight_decay": wd / scale},
-        ]
-
-    def on_fit_start(self) -> None:
-        if bool(self.whitened):
-            return
-        datamodule = self.trainer.datamodule
-        images = datamodule.sample_train_images(self.hparams.whiten_images)
-        self.net.init_whitening(images.to(self.device), self.hparams.whiten_eps)
-        self.whitened.fill_(True)
-
-    def on_train_epoch_start(self) -> None:
-        self.net.whiten.bias.requires_grad_(self.current_epoch < self.hparams.whiten_bias_epochs)

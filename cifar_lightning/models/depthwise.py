@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from cifar_lightning.models.base import ImageClassifier
-
 
 class DepthwiseSeparable(nn.Sequential):
     """3x3 depthwise conv then 1x1 pointwise, nothing between them (as in the seed)."""
@@ -63,11 +61,3 @@ class DepthwiseNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.c4(self.c3(self.c2(self.c1(x)))))
-
-
-class DepthwiseClassifier(ImageClassifier):
-    """``model=depthwise``: seed 003's net under the shared training logic."""
-
-    def __init__(self, dropout: float = 0.05, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.net = DepthwiseNet(num_classes=self.hparams.num_classes, dropout=dropout)

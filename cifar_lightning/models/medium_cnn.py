@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from cifar_lightning.models.base import ImageClassifier
-
 
 def conv_relu(cin: int, cout: int, padding: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=padding), nn.ReLU(inplace=True)]
@@ -49,11 +47,3 @@ class MediumCNN(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
-
-
-class MediumCNNClassifier(ImageClassifier):
-    """``model=medium_cnn``: seed 001's net under the shared training logic."""
-
-    def __init__(self, dropout: float = 0.5, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.net = MediumCNN(num_classes=self.hparams.num_classes, dropout=dropout)

@@ -21,8 +21,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cifar_lightning.models.base import ImageClassifier
-
 
 def block(cin: int, cout: int, pool: bool = False) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False)]
@@ -56,11 +54,3 @@ class ResNet9(nn.Module):
 
     def forward(self, x):
         return self.head(self.layer3(self.layer2(self.layer1(self.prep(x)))))
-
-
-class ResNet9Classifier(ImageClassifier):
-    """``model=resnet9``: seed 004's net under the shared training logic."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.net = ResNet9(num_classes=self.hparams.num_classes)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from cifar_lightning.models.base import ImageClassifier
-
 
 def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     """The seed's ``Layer``: the conv keeps its bias even though BatchNorm follows."""
@@ -52,11 +50,3 @@ class SimpleCNN(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
-
-
-class SimpleCNNClassifier(ImageClassifier):
-    """``model=simple_cnn``: seed 000's net under the shared training logic."""
-
-    def __init__(self, dropout: float = 0.5, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.net = SimpleCNN(num_classes=self.hparams.num_classes, dropout=dropout)

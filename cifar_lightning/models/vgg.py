@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from cifar_lightning.models.base import ImageClassifier
-
 
 def vgg_stage(cin: int, cout: int) -> list[nn.Module]:
     return [
@@ -45,11 +43,3 @@ class VGG(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
-
-
-class VGGClassifier(ImageClassifier):
-    """``model=vgg``: seed 002's net under the shared training logic."""
-
-    def __init__(self, dropout: float = 0.5, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.net = VGG(num_classes=self.hparams.num_classes, dropout=dropout)

@@ -14,7 +14,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from cifar_lightning.data.aug_grid import preview, save_png
+from cifar_lightning.training.aug_grid import preview, save_png
 
 TAG = "aug/preview"
 FILENAME = "aug_preview.png"

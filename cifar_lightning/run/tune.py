@@ -30,15 +30,15 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.tuner import Tuner
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from cifar_lightning.errors import ConfigError, UserError
+from cifar_lightning.run.config import build
+from cifar_lightning.run.trainer import make_trainer
 
 log = logging.getLogger(__name__)
 
 PLOT_NAME = "lr_find.png"
-# Lightning's suggestion skips the first 10 and the last recorded step and needs 2 more.
-MIN_STEPS = 13
 
 
 @dataclass
@@ -55,23 +55,12 @@ class LRFindResult:
 
 
 def check(tune: DictConfig, trainer: DictConfig) -> None:
-    """Fail before any work on a range test that could not give a suggestion or one LR."""
-    steps = tune.get("num_training", 100)
-    if steps < MIN_STEPS:
-        raise ConfigError(
-            f"tune.num_training={steps} is too few steps for an LR range test: Lightning's "
-            f"suggestion skips the first 10 and needs at least {MIN_STEPS}.",
-            fix="use tune.num_training=20 or more (100 is Lightning's default)",
-        )
-    if not 0 < tune.min_lr < tune.max_lr:
+    """What the schema cannot say alone: an LR range and one process to test in."""
+    if not tune.min_lr < tune.max_lr:
         raise ConfigError(
             f"tune.min_lr={tune.min_lr} and tune.max_lr={tune.max_lr} must satisfy "
             "0 < min_lr < max_lr.",
             fix="e.g. tune.min_lr=1e-6 tune.max_lr=1",
-        )
-    if tune.get("mode", "exponential") not in ("exponential", "linear"):
-        raise ConfigError(
-            f"tune.mode={tune.mode} is not a range-test mode.", fix="use exponential or linear"
         )
     if _several_processes(trainer):
         # Each process would run its own test and could pick its own LR.
@@ -109,40 +98,47 @@ def rng_preserved() -> Iterator[None]:
             np.random.set_state(np_state)
 
 
+def find_lr(cfg: DictConfig, datamodule: Any, loggers: Iterable[Logger]) -> dict[str, Any] | None:
+    """The range test on a throwaway copy of the model, inside a saved RNG state: the model
+    built next has the same initial weights, and the run the same random streams, as a run
+    given the suggested LR on the command line. Returns what metrics.json keeps."""
+    with rng_preserved():
+        result = lr_range_test(
+            build(cfg.model, "model"), datamodule, cfg, Path(cfg.paths.output_dir)
+        )
+    if result is None:
+        return None
+    use_lr(cfg, result.suggestion)
+    log_figure(loggers, result)
+    return result.record()
+
+
 def lr_range_test(
-    model: L.LightningModule,
-    datamodule: L.LightningDataModule,
-    trainer_kwargs: dict[str, Any],
-    tune: DictConfig,
-    output_dir: Path,
+    model: L.LightningModule, datamodule: Any, cfg: DictConfig, output_dir: Path
 ) -> LRFindResult | None:
     """Run the test on ``model`` (whose weights Lightning restores afterwards).
 
     Returns None when the Trainer skips it (``trainer.fast_dev_run``).
     """
-    check(tune, OmegaConf.create(trainer_kwargs))
-    if trainer_kwargs.get("fast_dev_run"):
+    tune = cfg.tune
+    if cfg.trainer.get("fast_dev_run"):
         log.warning("trainer.fast_dev_run: skipping the LR range test; optim.lr stays as set.")
         return None
-    trainer = L.Trainer(
-        **{
-            **trainer_kwargs,
-            # The test's own length is num_training steps, whatever limits the run has
-            # (max_steps also gives the model's one-cycle schedule, replaced by the test's, a
-            # finite length to be built with).
-            "max_epochs": -1,
-            "devices": 1,
-            "num_nodes": 1,
-            "strategy": "auto",
-            "max_steps": int(tune.num_training),
-            "max_time": None,
-            "limit_train_batches": None,
-            "enable_checkpointing": False,
-            "enable_model_summary": False,
-        },
-        logger=False,
-        callbacks=[],
-        default_root_dir=str(output_dir),
+    # Its own length is num_training steps, whatever limits the run has (max_steps also
+    # gives the model's one-cycle schedule, replaced by the test's, a finite length).
+    trainer = make_trainer(
+        cfg.trainer,
+        default_root_dir=output_dir,
+        max_epochs=-1,
+        devices=1,
+        num_nodes=1,
+        strategy="auto",
+        max_steps=int(tune.num_training),
+        max_time=None,
+        limit_train_batches=None,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        plugins=None,  # its scratch checkpoint is Lightning's own, not a run's
     )
     with _quiet():
         finder = Tuner(trainer).lr_find(

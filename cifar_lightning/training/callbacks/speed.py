@@ -1,8 +1,5 @@
-"""Speed switches for the net: channels_last memory format and ``torch.compile``.
-
-Both are top-level config keys (``channels_last=true``, ``compile=true``); the other speed
-switches are Trainer flags already (``trainer.precision``: bf16 mixed on a GPU by default;
-``trainer.benchmark``: cuDNN autotuning, on with ``trainer=gpu``).
+"""``speed.*``: the net's memory format and ``torch.compile`` (the other speed switches are
+Trainer flags: ``trainer.precision``, ``trainer.benchmark``).
 
 - ``channels_last``: the net's weights (and so its activations) in NHWC order, the layout
   tensor-core convolutions use; in NCHW each conv pays for transposes under bf16 autocast.
@@ -34,7 +31,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 
 def compile_options(value: Any) -> dict[str, Any] | None:
-    """``compile=`` as ``torch.compile`` keyword arguments; None means do not compile."""
+    """``speed.compile`` as ``torch.compile`` keyword arguments; None means do not compile."""
     if isinstance(value, DictConfig):
         value = OmegaConf.to_container(value, resolve=True)
     if value is None or value is False:
@@ -46,48 +43,39 @@ def compile_options(value: Any) -> dict[str, Any] | None:
     if isinstance(value, dict):
         return {"dynamic": False, **value}
     raise ConfigError(
-        f"compile={value!r} is not a compile setting.",
-        fix="use compile=false, compile=true, or a mode: "
-        f"compile={', compile='.join(COMPILE_MODES)}",
+        f"speed.compile={value!r} is not a compile setting.",
+        fix="use speed.compile=false, speed.compile=true, or a mode: "
+        f"speed.compile={', speed.compile='.join(COMPILE_MODES)}",
     )
 
 
-def to_channels_last(net: nn.Module) -> nn.Module:
-    # In place: the parameters keep their identity, so an optimizer made earlier still holds them.
-    return net.to(memory_format=torch.channels_last)
-
-
-def compile_net(net: nn.Module, options: dict[str, Any]) -> nn.Module:
-    net.compile(**options)
-    return net
-
-
 class SpeedSwitches(Callback):
-    """Applies ``channels_last`` and ``compile`` to ``pl_module.net``."""
+    """Applies ``speed.channels_last`` and ``speed.compile`` to ``pl_module.net``."""
 
     def __init__(self, channels_last: bool = False, compile: Any = False) -> None:
         if not isinstance(channels_last, bool):
             raise ConfigError(
-                f"channels_last={channels_last!r} must be true or false.",
-                fix="channels_last=true or channels_last=false",
+                f"speed.channels_last={channels_last!r} must be true or false.",
+                fix="speed.channels_last=true or speed.channels_last=false",
             )
         self.channels_last = channels_last
         self.compile = compile_options(compile)
         self._compiled = False
 
+    def layout(self, net: nn.Module) -> nn.Module:
+        # In place: the parameters keep their identity, so an optimizer made earlier still
+        # holds them.
+        return net.to(memory_format=torch.channels_last) if self.channels_last else net
+
+    def compiled(self, net: nn.Module) -> nn.Module:
+        if self.compile is not None:
+            net.compile(**self.compile)  # in place: the checkpoint keeps the plain net's keys
+        return net
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.channels_last:
-            to_channels_last(pl_module.net)
+        self.layout(pl_module.net)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.compile is not None and not self._compiled:
-            compile_net(pl_module.net, self.compile)
+        if not self._compiled:
+            self.compiled(pl_module.net)
             self._compiled = True
-
-
-def speed_callbacks(cfg: DictConfig) -> list[Callback]:
-    """The callback for the run's speed switches, or none when all are off."""
-    switches = SpeedSwitches(
-        channels_last=cfg.get("channels_last", False), compile=cfg.get("compile", False)
-    )
-    return [switches] if switches.channels_last or switches.compile is not None else []

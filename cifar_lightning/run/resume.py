@@ -8,9 +8,6 @@ from ``RUN_DIR/.hydra/overrides.yaml``) in RUN_DIR itself, from ``checkpoints/la
 - :func:`expand_argv` rewrites the command line before Hydra composes it (so Hydra writes
   nothing anywhere until the resume is known to be valid);
 - :func:`checkpoint_to_load` picks and checks the checkpoint ``fit`` continues from;
-- :class:`ResumableRun` makes a step's own randomness (dropout) a function of its position,
-  so steps after a resume draw what they would have drawn without the interruption, and
-  keeps the logs on disk as new as the newest checkpoint;
 - :func:`drop_superseded_events` keeps the TensorBoard run continuous: the steps a crashed
   session logged after its last checkpoint are logged again by the resumed one, and the old
   copies are removed, so every curve has each step exactly once.
@@ -18,6 +15,7 @@ from ``RUN_DIR/.hydra/overrides.yaml``) in RUN_DIR itself, from ``checkpoints/la
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -26,18 +24,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto import event_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from cifar_lightning.checkpoints import RECORD_KEY, check_resumable, read_checkpoint
-from cifar_lightning.data.resumable import derive_seed
 from cifar_lightning.errors import CheckpointError, ConfigError
+from cifar_lightning.run.checkpoints import RECORD_KEY, check_resumable, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +43,27 @@ log = logging.getLogger(__name__)
 RESUME_KEYS = ("resume", "ckpt_path", "hydra.run.dir")
 
 
+def parse(args: Sequence[str]) -> list[Override]:
+    """The ``key=value`` arguments, read by Hydra's own parser; flags and what it cannot
+    read are left for Hydra to report."""
+    parser = OverridesParser.create()
+    parsed = []
+    for arg in args:
+        if arg.startswith("-"):
+            continue
+        with contextlib.suppress(OverrideParseException):
+            parsed.extend(parser.parse_overrides([arg]))
+    return parsed
+
+
 def override_key(override: str) -> str:
     """``+a.b=1`` -> ``a.b``; ``~a`` -> ``a``; ``model=x`` -> ``model``."""
-    return override.lstrip("~+").split("=", 1)[0].strip()
+    found = parse([override])
+    return found[0].key_or_group if found else override
 
 
-def _value(args: Sequence[str], key: str) -> str | None:
-    values = [a.split("=", 1)[1] for a in args if "=" in a and override_key(a) == key]
+def _value(args: Sequence[str], key: str) -> Any:
+    values = [o.value() for o in parse(args) if o.key_or_group == key and not o.is_delete()]
     return values[-1] if values else None
 
 
@@ -74,7 +86,7 @@ def expand_argv(args: list[str]) -> list[str]:
     """
     resume = _value(args, "resume")
     ckpt_path = _value(args, "ckpt_path")
-    if resume in (None, "null"):
+    if resume is None:
         if ckpt_path == "last":
             root = Path(_value(args, "paths.output_root") or "outputs")
             newest = newest_run_with_checkpoint(root)
@@ -236,35 +248,6 @@ def check_before_run(cfg: DictConfig) -> None:
             )
         raise
     check_same_run(checkpoint, path, cfg)
-
-
-class ResumableRun(Callback):
-    """What a run needs, beyond Lightning's checkpoint, to be resumed exactly.
-
-    - Each training step seeds torch (CPU and GPU) from ``(seed, epoch, batch)``. A checkpoint
-      restores weights and optimizer but not the random-number streams, so a resumed run's
-      dropout masks would otherwise differ from those of the run it continues.
-    - After a checkpoint is saved, the loggers are flushed at the start of the next step (once
-      that step's metrics are logged). TensorBoard's writer otherwise keeps up to two minutes
-      of events in memory; a crash would lose them while the checkpoint, newer, survives, and
-      the resumed run would leave a hole in every curve.
-    """
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-        self._flush = False
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        torch.manual_seed(derive_seed(self.seed, trainer.current_epoch, batch_idx))
-        if self._flush:
-            for logger in trainer.loggers:
-                logger.save()
-            self._flush = False
-
-    def on_save_checkpoint(self, *args: Any) -> None:
-        self._flush = True
 
 
 def _session(path: Path) -> str:

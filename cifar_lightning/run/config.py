@@ -8,7 +8,8 @@ asks this module for the directory so both layouts work.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -16,15 +17,22 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException, InstantiationException
+from hydra.errors import (
+    ConfigCompositionException,
+    HydraException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from cifar_lightning.distributed import gpus_per_node, processes_per_node, shared_claim
-from cifar_lightning.errors import ConfigError, UserError
-from cifar_lightning.sweeps import parallel_jobs
+from cifar_lightning.errors import ConfigError, UserError, exit_on_user_error
+from cifar_lightning.run.distributed import gpus_per_node, processes_per_node, shared_claim
+from cifar_lightning.run.sweeps import JobFailed, parallel_jobs
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def config_dir() -> Path:
@@ -47,7 +55,7 @@ def claim_dir(path: str) -> str:
     Two runs started within the same second would otherwise share (and overwrite) one
     timestamped directory. ``mkdir`` without ``exist_ok`` is atomic, so concurrent processes
     cannot claim the same name. The processes of one distributed launch (torchrun) share
-    a single claim: see :mod:`cifar_lightning.distributed`.
+    a single claim: see :mod:`cifar_lightning.run.distributed`.
     """
     return shared_claim(path, _claim_fresh)
 
@@ -91,6 +99,10 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("gpus_per_node", gpus_per_node)
 
 
+# Every reader of the configs imports this module: their resolvers exist from then on.
+register_resolvers()
+
+
 def compose_config(
     overrides: list[str] | None = None,
     config_name: str = "train",
@@ -110,8 +122,8 @@ def compose_config(
         )
 
 
-# The group choices of a config composed before Hydra runs (validation.preflight), for
-# chosen_option's messages: Hydra's own record of them exists only inside a Hydra run.
+# The group choices of a config checked before Hydra's run starts (run/checks.py), for
+# chosen_option's messages: Hydra's own record of them exists only inside a job.
 _composed_choices: ContextVar[dict[str, str] | None] = ContextVar("choices", default=None)
 
 
@@ -127,19 +139,13 @@ def known_choices(choices: dict[str, str]) -> Iterator[None]:
 def compose_for_tool(argv: Sequence[str], config_name: str) -> tuple[DictConfig, dict[str, str]]:
     """The config a command-line tool (summary, show_aug) runs with, and the group choices.
 
-    ``key=value`` and ``group=option`` arguments work as for training, but there is no Hydra
-    run: nothing is written and no run directory is made. A bad argument becomes one
-    :class:`ConfigError` (Hydra's own message, which lists a group's options).
+    Arguments work as for training, but there is no Hydra run: nothing is written and no run
+    directory is made. A bad argument is the same :class:`ConfigError` train gives.
     """
-    register_resolvers()
     try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=list(argv), return_hydra_config=True)
-    except HydraException as e:
-        problem = str(e).split("\nConfig search path:")[0].strip()
-        raise ConfigError(
-            problem, fix="arguments are key=value or group=option, as for train"
-        ) from None
+        cfg = compose_config(list(argv), config_name, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise config_error(e) from None
     choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None}
     with open_dict(cfg):
         del cfg["hydra"]  # its run-dir interpolations would claim a directory if resolved
@@ -177,3 +183,94 @@ def build(node: DictConfig, what: str, **kwargs: Any) -> Any:
         raise ConfigError(
             f"could not build {what}: {e}", fix=f"check the {what}.* values (conf/{what}/)"
         ) from None
+
+
+def first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def config_error(error: BaseException) -> UserError:
+    """What Hydra or OmegaConf raised while composing, as one message and a fix."""
+    if isinstance(error, UserError):
+        return error
+    if isinstance(error, OverrideParseException):
+        return ConfigError(
+            f"cannot read the override {error.override!r} ({first_line(error)}).",
+            fix="write key=value; quote a value with spaces or special characters, e.g. "
+            "'data.root=\"/my data/cifar\"'",
+        )
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file:
+        group, _, option = str(error.missing_cfg_file).rpartition("/")
+        if group and error.options:
+            choices = ", ".join(f"{group}={c}" for c in error.options)
+            fix = f"use one of: {choices} (conf/{group}/)"
+            return ConfigError(f"{group}={option} is not an option of the {group} group.", fix)
+    cause = error.__cause__ if isinstance(error, ConfigCompositionException) else error
+    if isinstance(cause, ConfigKeyError | AttributeError) and getattr(cause, "full_key", None):
+        key = cause.full_key
+        return ConfigError(
+            f"{key} is not a config key.",
+            fix="check its spelling against `--cfg job`; to add a new key anyway, "
+            f"write +{key}=...",
+        )
+    if isinstance(cause, ValidationError | OmegaConfBaseException) and cause.full_key:
+        return ConfigError(
+            f"{cause.full_key}: {first_line(cause)}",
+            fix="check the value, or the ${...} reference (an existing key, e.g. ${optim.lr}, "
+            "or a resolver)",
+        )
+    if isinstance(cause, OmegaConfBaseException):
+        return ConfigError(first_line(cause), fix="check the ${...} references in the config")
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return ConfigError(
+        lines[0] if lines else type(error).__name__, fix="; ".join(lines[1:3]) or "see --help"
+    )
+
+
+def _groups_of(config_name: str) -> set[str]:
+    """The config groups a command's config composes (its defaults list, and train's)."""
+    defaults = OmegaConf.load(Path(CONFIG_DIR, f"{config_name}.yaml")).get("defaults") or []
+    names = set()
+    for entry in defaults:
+        name = next(iter(entry)) if isinstance(entry, Mapping) else str(entry)
+        names.add(name.removeprefix("override ").strip("/"))
+    return names | (_groups_of("train") if "train" in names else set())
+
+
+def _foreign_group(config_name: str) -> ConfigError | None:
+    """A ``group=option`` argument for a group this command does not use, if there is one."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    groups = _groups_of(config_name)
+    for arg in sys.argv[1:]:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            (override,) = OverridesParser.create().parse_overrides([arg])
+        except OverrideParseException:
+            continue
+        key = override.key_or_group
+        if Path(CONFIG_DIR, key).is_dir() and key not in groups and not key.startswith("hydra"):
+            return ConfigError(
+                f"{arg}: this command takes no {key} option (conf/{config_name}.yaml has no "
+                f"{key} group).",
+                fix=f"drop {arg}; `--help` lists what this command takes",
+            )
+    return None
+
+
+def run_hydra(hydra_main: Callable[[], Any], config_name: str = "train") -> None:
+    """Call a ``@hydra.main`` function; a composition error is one message and exit code 2.
+
+    ``HYDRA_FULL_ERROR`` makes Hydra raise what it caught instead of printing its own report,
+    so the exception itself (its type, its key) says what went wrong.
+    """
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    with exit_on_user_error():
+        try:
+            hydra_main()
+        except JobFailed:
+            sys.exit(1)  # its message is out already
+        except (HydraException, OmegaConfBaseException) as e:
+            foreign = isinstance(e, ConfigCompositionException) and _foreign_group(config_name)
+            raise (foreign or config_error(e)) from None

@@ -13,8 +13,6 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-TTA_MODES = ("none", "flip", "flip_translate")
-
 
 def tta_logits(
     net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mode: str
@@ -32,4 +30,4 @@ def tta_logits(
         moved_down_right, moved_up_left = padded[..., :-2, :-2], padded[..., 2:, 2:]
         shifted = with_mirror(moved_down_right) + with_mirror(moved_up_left)
         return 0.5 * with_mirror(x) + 0.25 * shifted
-    raise ValueError(f"unknown test-time augmentation {mode!r}; use one of {TTA_MODES}")
+    raise ValueError(f"unknown test-time augmentation {mode!r}")

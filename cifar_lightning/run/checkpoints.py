@@ -9,26 +9,24 @@ predict need nothing but the file.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from hydra.utils import get_class
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import Callback
 
 from cifar_lightning import __version__
+from cifar_lightning.atomic import atomic_write
 from cifar_lightning.errors import CheckpointError
+from cifar_lightning.training.classifier import ImageClassifier
 
-if TYPE_CHECKING:
-    from cifar_lightning.models.base import ImageClassifier
+MODELS_PACKAGE = "cifar_lightning.training."
 
 RECORD_KEY = "cifar_lightning"
-MODELS_PACKAGE = "cifar_lightning.models."
 
 
 def make_record(model: torch.nn.Module, run_config: dict[str, Any] | None) -> dict[str, Any]:
@@ -38,6 +36,16 @@ def make_record(model: torch.nn.Module, run_config: dict[str, Any] | None) -> di
         "version": __version__,
         "config": run_config,
     }
+
+
+class CheckpointRecord(Callback):
+    """Adds the record (model class, the run's resolved config) to every checkpoint saved."""
+
+    def __init__(self, run_config: dict[str, Any]) -> None:
+        self.run_config = run_config
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RECORD_KEY] = make_record(pl_module, self.run_config)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -84,7 +92,8 @@ def load_classifier(path: str | Path) -> tuple[ImageClassifier, dict[str, Any]]:
     checkpoint = read_checkpoint(path)
     record = checkpoint[RECORD_KEY]
     class_path = str(record.get("model_class", ""))
-    # Only our own model classes: a crafted record must not make us import arbitrary code.
+    # Only our own LightningModules (whose net must be an nn.Module class, checked before it
+    # is built): a crafted record must not make us import or call arbitrary code.
     if not class_path.startswith(MODELS_PACKAGE):
         raise CheckpointError(
             f"{path} names model class {class_path!r}, which is not one of "
@@ -92,9 +101,12 @@ def load_classifier(path: str | Path) -> tuple[ImageClassifier, dict[str, Any]]:
             fix="pass a cifar-lightning checkpoint",
         )
     try:
-        model = get_class(class_path)(**checkpoint.get("hyper_parameters", {}))
+        cls = get_class(class_path)
+        if not (isinstance(cls, type) and issubclass(cls, ImageClassifier)):
+            raise TypeError(f"{class_path} is not an ImageClassifier")
+        model = cls(**checkpoint.get("hyper_parameters", {}))
         model.load_state_dict(checkpoint["state_dict"])
-    except (ImportError, AttributeError, TypeError, RuntimeError) as e:
+    except (ImportError, AttributeError, TypeError, RuntimeError, ValueError) as e:
         raise CheckpointError(
             f"{path} does not fit model {class_path} ({str(e).splitlines()[0]}).",
             fix="use the cifar-lightning version that wrote it, or retrain",
@@ -165,26 +177,9 @@ class SafeCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed save
             stale.unlink(missing_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        with contextlib.suppress(OSError):  # make the rename itself durable
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(
         self, path: str | Path, map_location: Any = None, weights_only: bool | None = None

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from cifar_lightning import figures
-from cifar_lightning.evaluation import PredictionCollector, Results
+from cifar_lightning.training import figures
+from cifar_lightning.training.evaluation import PredictionCollector, Results
 
 log = logging.getLogger(__name__)
 

@@ -1,61 +1,77 @@
-"""The LightningModule every architecture shares: loss, metrics, optimizer and scheduler.
+"""The LightningModule every net trains under: loss, metrics, optimizer and scheduler.
 
-An architecture subclass only builds ``self.net`` (a plain ``nn.Module`` mapping
-(N, 3, 32, 32) images to (N, num_classes) logits); everything a run logs and how it
-optimizes lives here, so every model is trained and measured the same way.
-
-Optimizer and scheduler arrive as plain dicts of Hydra ``_partial_`` configs (not live
-objects), so the checkpoint's hyper-parameters stay plain data and a model can be rebuilt
-from its checkpoint alone.
+It takes its net, optimizer, scheduler and loss as plain ``_target_`` dicts (``conf/model/``),
+never live objects, so a checkpoint's hyper-parameters stay plain data: the model rebuilds
+from the checkpoint alone and loads weights-only. Any ``nn.Module`` that maps (N, 3, 32, 32)
+images to (N, num_classes) logits and takes ``num_classes`` trains here with no code of its own.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from cifar_lightning.checkpoints import RECORD_KEY, make_record
 from cifar_lightning.data.datamodule import CIFAR10_MEAN, CIFAR10_STD
 from cifar_lightning.data.sources import CIFAR10_CLASSES
-from cifar_lightning.models.tta import tta_logits
+from cifar_lightning.training.tta import tta_logits
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05}
+DEFAULT_LOSS = {"_target_": "torch.nn.CrossEntropyLoss"}
+
+
+def build_net(spec: Mapping[str, Any], num_classes: int) -> nn.Module:
+    """``spec``'s net with ``num_classes`` handed to it.
+
+    The target must be an ``nn.Module`` class, checked before it is called: a checkpoint's
+    record names it, and a crafted one must not get to call an arbitrary function.
+    """
+    target = spec.get("_target_")
+    cls = get_object(str(target)) if target else None
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"net._target_={target!r} is not an nn.Module class")
+    return instantiate({**spec, "num_classes": num_classes})
 
 
 class ImageClassifier(L.LightningModule):
     """Cross-entropy classifier with top-1/top-5 accuracy and configurable optimization.
 
-    Logs ``train/loss`` and ``train/lr`` (on the steps the loggers write, every
-    ``trainer.log_every_n_steps``), ``train/loss_epoch``, ``train/acc``, ``val/loss``,
-    ``val/acc``, ``val/acc_best``, ``test/loss``, ``test/acc``, ``test/acc_top5``.
+    Logs ``train/loss`` and ``train/lr`` (on the steps the loggers write), ``train/loss_epoch``,
+    ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``, ``test/loss``, ``test/acc``,
+    ``test/acc_top5``. Subclasses (``training/architectures.py``) add only what their net
+    needs beyond this, e.g. a default ``NET`` or parameter groups.
     """
 
-    net: nn.Module
+    NET: dict[str, Any] | None = None  # the net when none is given (an architecture's own)
 
     def __init__(
         self,
-        num_classes: int = 10,
-        optimizer: dict[str, Any] | None = None,
-        scheduler: dict[str, Any] | None = None,
-        label_smoothing: float = 0.0,
+        net: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        loss: Mapping[str, Any] | None = None,
         class_names: Sequence[str] = CIFAR10_CLASSES,
         mean: Sequence[float] = CIFAR10_MEAN,
         std: Sequence[float] = CIFAR10_STD,
     ) -> None:
         super().__init__()
-        # Collects the subclass's architecture arguments too (Lightning walks the __init__
-        # chain), so load_from_checkpoint rebuilds the same net. class_names, mean and std
-        # ride along so predict/evaluate need nothing but the checkpoint.
+        # Collects the subclass's arguments too (Lightning walks the __init__ chain), so
+        # load_from_checkpoint rebuilds the same model; class_names, mean and std ride
+        # along so that predict/evaluate need nothing but the checkpoint.
         self.save_hyperparameters()
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        num_classes = len(class_names)
+        spec = net or self.NET
+        if spec is None:
+            raise TypeError(f"{type(self).__name__} needs a net: {{_target_: ...}}")
+        self.net = build_net(spec, num_classes)
+        self.criterion = instantiate(dict(loss or DEFAULT_LOSS))
         # nan_strategy="disable": the default NaN check reads a flag back to the host on
         # every update — on a GPU, a wait for all queued work at every step.
         self.train_loss = MeanMetric(nan_strategy="disable")
@@ -68,19 +84,15 @@ class ImageClassifier(L.LightningModule):
             num_classes, top_k=min(5, num_classes), average="micro"
         )
         self.val_acc_best = MaxMetric()
-        # Training-epoch accumulators and the best val/acc ride in checkpoints, so a run
-        # resumed mid-epoch reports the same epoch metrics as one never interrupted.
+        # Epoch accumulators and the best val/acc ride in checkpoints, so a run resumed
+        # mid-epoch reports the same epoch metrics as one never interrupted.
         for metric in (self.train_loss, self.train_acc, self.val_acc_best):
             metric.persistent(True)
         # Lets the model summary show input/output sizes and FLOPs per image.
         self.example_input_array = torch.zeros(1, 3, 32, 32)
-        # Views averaged at test time (none | flip | flip_translate): an evaluation choice,
-        # set by train() / evaluate from test.tta, not a property of the trained model.
+        # Test-time augmentation (test.tta): an evaluation choice, not part of the model.
         self.test_tta = "none"
         self._epoch_metrics_logged = False
-        # The run's resolved config (plain data), set by train(); saved in every checkpoint
-        # so evaluate/predict can rebuild the data pipeline from the file alone.
-        self.run_config: dict[str, Any] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -104,10 +116,8 @@ class ImageClassifier(L.LightningModule):
         self.train_acc.update(logits.detach(), y)
         self._log_epoch_metrics()
         if self._loggers_write_this_step():
-            # train/loss: the fine curve (and the progress bar's, refreshed at the same
-            # pace); handing Lightning a device tensor for the bar would make it read the
-            # value back every step. train/lr as a CPU tensor: a float would be copied to
-            # the device first, which waits for the GPU too.
+            # A CPU tensor each: a device tensor for the progress bar would be read back
+            # every step, and a float would be copied to the device first (a wait too).
             self.log("train/loss", loss.detach().cpu(), on_step=True, on_epoch=False, prog_bar=True)
             lr = self.optimizers().param_groups[0]["lr"]
             self.log("train/lr", torch.tensor(float(lr)), on_step=True, on_epoch=False)
@@ -117,15 +127,12 @@ class ImageClassifier(L.LightningModule):
         self._epoch_metrics_logged = False
 
     def _log_epoch_metrics(self) -> None:
-        """Hand the epoch's accumulators to Lightning, which computes and resets them at epoch end.
+        """Hand the epoch's accumulators to Lightning once per epoch, on its first step.
 
-        Once per epoch (and once more after a mid-epoch resume, whose restored logging state
-        must point at these live metrics again), on its first step: early enough that
-        callbacks' on_train_epoch_end (the curves) read this epoch's values (logging in this
-        module's on_train_epoch_end runs after them), without a self.log call every step.
+        Early enough that callbacks' on_train_epoch_end (the curves) read this epoch's values,
+        and again after a mid-epoch resume, whose restored logging state must point here.
         """
         if not self._epoch_metrics_logged:
-            # train/loss_epoch: the epoch mean, comparable with val/loss.
             self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
             self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
             self._epoch_metrics_logged = True
@@ -144,8 +151,7 @@ class ImageClassifier(L.LightningModule):
         self.val_acc(logits, y)
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
-        # The logits go to callbacks (on_validation_batch_end): confusion matrix, pictures.
-        return logits
+        return logits  # for the callbacks' pictures (on_validation_batch_end)
 
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best(self.val_acc.compute())
@@ -153,7 +159,6 @@ class ImageClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        # Test-time augmentation (test.tta): the logits averaged over mirrored/shifted views.
         logits = tta_logits(self, x, self.test_tta)
         loss = self.criterion(logits, y)
         self.test_loss(loss)
@@ -169,16 +174,16 @@ class ImageClassifier(L.LightningModule):
         return [p for p in self.parameters() if p.requires_grad]
 
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)(
+        optimizer = instantiate(dict(self.hparams.optimizer or DEFAULT_OPTIMIZER))(
             params=self.param_groups()
         )
         spec = self.hparams.scheduler or {}
         if not spec.get("scheduler"):
             return optimizer
-        make_scheduler = instantiate(spec["scheduler"])
+        make_scheduler = instantiate(dict(spec["scheduler"]))
         kwargs = {}
-        # OneCycle-style schedulers need the run's length; ask the Trainer, which knows
-        # epochs, limit_train_batches, accumulation and devices — never hard-code it.
+        # One-cycle-style schedules need the run's length: the Trainer knows it (epochs,
+        # limit_train_batches, accumulation, devices).
         if (
             "total_steps" in inspect.signature(make_scheduler.func).parameters
             and make_scheduler.keywords.get("total_steps") is None
@@ -192,9 +197,6 @@ class ImageClassifier(L.LightningModule):
                 "frequency": spec.get("frequency", 1),
             },
         }
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[RECORD_KEY] = make_record(self, self.run_config)
 
     @property
     def num_parameters(self) -> int:

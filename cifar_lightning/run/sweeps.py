@@ -29,13 +29,17 @@ from joblib import effective_n_jobs
 from omegaconf import DictConfig
 
 from cifar_lightning.errors import ConfigError, UserError, report
-from cifar_lightning.run_record import record_failure
+from cifar_lightning.run import record
 
 log = logging.getLogger(__name__)
 
 # Machine-wide (per user), not per sweep: two sweeps running side by side share the GPUs
 # evenly instead of both starting on GPU 0.
 GPU_LOCK_DIR = Path(tempfile.gettempdir()) / f"cifar-lightning-gpus-{os.getuid()}"
+
+
+class JobFailed(Exception):
+    """A sweep job's failure, already reported: the sweep ends with exit code 1."""
 
 
 def in_sweep() -> bool:
@@ -112,15 +116,18 @@ def pinned_to_a_free_gpu(cfg: DictConfig) -> Iterator[None]:
 
 @contextlib.contextmanager
 def sweep_job(cfg: DictConfig) -> Iterator[None]:
-    """Run one job of a sweep: record and report its failure, then fail this job only."""
+    """Run one job of a sweep; record its failure (unless train() did) and fail it only."""
     started = time.perf_counter()
     try:
         with pinned_to_a_free_gpu(cfg):
             yield
     except BaseException as error:
-        record_failure(cfg, error, time.perf_counter() - started)
+        if not (Path(cfg.paths.output_dir) / record.METRICS_FILE).exists():  # a config error
+            failed = record.build(cfg, "failed", started, error=record.describe_error(error))
+            record.write(cfg, failed)
         if isinstance(error, UserError):
-            report(error)  # the message as a single run prints it; the launcher logs the rest
+            report(error)  # the message as a single run prints it
+            raise JobFailed(error.problem) from error
         raise
 
 

@@ -1,0 +1,269 @@
+"""``python -m cifar_lightning.predict ckpt_path=PATH images=[cat.jpg,photos/]``: classify photos.
+
+Any image a user has — a phone photo, a PNG with transparency, a greyscale scan — is brought
+to what the model was trained on: 32x32 RGB (scaled with antialiasing, centre-cropped or
+stretched), normalized with the mean/std stored in the checkpoint. A file that cannot be read
+gets one error line and the others are still classified; the exit code is 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image, ImageOps, UnidentifiedImageError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from cifar_lightning.data.imagefolder import IMAGE_SUFFIXES
+from cifar_lightning.data.transforms import eval_transform
+from cifar_lightning.errors import ConfigError, exit_on_user_error
+from cifar_lightning.run.checkpoints import load_classifier
+from cifar_lightning.run.config import CONFIG_DIR, run_hydra
+from cifar_lightning.training import figures
+
+SIZE = 32
+RESIZE_MODES = ("crop", "stretch")
+UNREADABLE = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError)
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[tuple[str, float]] | None = None
+    error: str | None = None
+    image: np.ndarray | None = None  # (32, 32, 3) uint8: what the model saw
+
+    def to_json(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        return {
+            "path": self.path,
+            "top": [{"class": c, "probability": round(p, 6)} for c, p in self.top or []],
+        }
+
+
+def find_images(inputs: Iterable[str]) -> list[Prediction]:
+    """One entry per file to classify; missing paths and empty folders come back as errors.
+
+    A file named on the command line is always tried (whatever its suffix); a folder
+    contributes only its files with image suffixes, so a README beside the photos is no error.
+    """
+    found: list[Prediction] = []
+    for entry in inputs:
+        path = Path(str(entry)).expanduser()
+        if path.is_dir():
+            files = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+            if not files:
+                found.append(Prediction(str(entry), error="folder holds no image files"))
+            found.extend(Prediction(str(p)) for p in files)
+        elif path.exists():
+            found.append(Prediction(str(entry)))
+        else:
+            found.append(Prediction(str(entry), error="no such file or folder"))
+    return found
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB; transparency is laid over white."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit and float greyscale
+        a = np.asarray(img, dtype=np.float64)
+        scale = 1.0 if a.max(initial=0) <= 255 else 257.0
+        if img.mode == "F" and a.max(initial=0) <= 1.0:
+            scale = 1.0 / 255
+        img = Image.fromarray(np.clip(a / scale, 0, 255).astype(np.uint8), mode="L")
+    transparent = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
+    if transparent:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(path: str | Path, resize: str = "crop") -> np.ndarray:
+    """An image file as (32, 32, 3) uint8, the way CIFAR-10's images look."""
+    with Image.open(path) as img:
+        # A JPEG can decode straight at 1/2, 1/4 or 1/8 scale: far faster for big photos.
+        img.draft("RGB", (4 * SIZE, 4 * SIZE))
+        img = ImageOps.exif_transpose(img)  # phone photos are often stored sideways
+        rgb = to_rgb(img)
+    if resize == "crop":
+        small = ImageOps.fit(rgb, (SIZE, SIZE), method=Image.Resampling.BICUBIC)
+    else:
+        small = rgb.resize((SIZE, SIZE), Image.Resampling.BICUBIC)
+    return np.asarray(small, dtype=np.uint8)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"device={name!r} is not a device.", fix="use auto, cpu or cuda"
+        ) from None
+
+
+def classify(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    class_names: Sequence[str],
+    topk: int,
+    device: torch.device,
+    batch_size: int = 256,
+) -> list[list[tuple[str, float]]]:
+    """Top-k (class, probability) for each (32, 32, 3) uint8 image."""
+    normalize = eval_transform(mean, std)
+    model = model.to(device).eval()
+    tops: list[list[tuple[str, float]]] = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            chunk = torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2)
+            x = torch.stack([normalize(im) for im in chunk]).to(device)
+            probs = model(x).float().softmax(dim=1)
+            values, indices = probs.topk(topk, dim=1)
+            for v, i in zip(values.cpu().tolist(), indices.cpu().tolist(), strict=True):
+                tops.append([(class_names[j], p) for j, p in zip(i, v, strict=True)])
+    return tops
+
+
+def predict(cfg: DictConfig) -> list[Prediction]:
+    """Classify every image ``cfg.images`` names; unreadable ones carry an ``error``."""
+    if not cfg.get("ckpt_path"):
+        raise ConfigError(
+            "no checkpoint given.",
+            fix="python -m cifar_lightning.predict ckpt_path=outputs/<date>/<time>/checkpoints/"
+            "last.ckpt images=[cat.jpg,photos/]",
+        )
+    inputs = cfg.get("images")
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    if not inputs:
+        raise ConfigError("no images given.", fix="add images=cat.jpg or images=[cat.jpg,photos/]")
+    resize = cfg.get("resize", "crop")
+    if resize not in RESIZE_MODES:
+        raise ConfigError(f"resize={resize!r} is not a way to resize.", fix="use crop or stretch")
+    if int(cfg.get("topk", 3)) < 1:
+        raise ConfigError(f"topk={cfg.topk} must be at least 1.", fix="e.g. topk=3")
+    device = pick_device(str(cfg.get("device", "auto")))
+
+    model, _ = load_classifier(cfg.ckpt_path)
+    hp = model.hparams
+    topk = min(int(cfg.get("topk", 3)), len(hp.class_names))
+
+    predictions = find_images(inputs)
+    readable: list[Prediction] = []
+    for p in predictions:
+        if p.error is not None:
+            continue
+        try:
+            p.image = load_image(p.path, resize)
+            readable.append(p)
+        except UNREADABLE as e:
+            p.error = f"not a readable image ({_reason(e)})"
+        except ValueError as e:  # a mode PIL cannot convert, e.g. LAB
+            p.error = f"cannot convert this image to RGB ({e})"
+    if readable:
+        batch = np.stack([p.image for p in readable])
+        tops = classify(
+            model, batch, hp.mean, hp.std, hp.class_names, topk, device, cfg.get("batch_size", 256)
+        )
+        for p, top in zip(readable, tops, strict=True):
+            p.top = top
+    return predictions
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image format PIL knows"
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text
+
+
+def results_table(predictions: Sequence[Prediction], topk: int) -> Table:
+    table = Table(title_justify="left")
+    table.add_column("image", overflow="fold")
+    ordinals = ["1st", "2nd", "3rd"] + [f"{i}th" for i in range(4, topk + 1)]
+    for i in range(topk):
+        table.add_column(ordinals[i], style="bold" if i == 0 else "")
+    for p in predictions:
+        if p.top is not None:
+            table.add_row(p.path, *(f"{c} {prob:.1%}" for c, prob in p.top))
+    return table
+
+
+def report(predictions: Sequence[Prediction], cfg: DictConfig, out: Console, err: Console) -> int:
+    """Print/write the results; the exit code: 0 if every image was classified, else 1."""
+    failed = [p for p in predictions if p.error is not None]
+    payload = {
+        "checkpoint": str(cfg.ckpt_path),
+        "resize": cfg.get("resize", "crop"),
+        "predictions": [p.to_json() for p in predictions],
+        "classified": len(predictions) - len(failed),
+        "failed": len(failed),
+    }
+    text = json.dumps(payload, indent=2)
+    if cfg.get("output"):
+        path = Path(str(cfg.output)).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    classified = [p for p in predictions if p.top is not None]
+    if cfg.get("plot") and classified:
+        fig = figures.predictions_figure(
+            np.stack([p.image for p in classified]),
+            [Path(p.path).name for p in classified],
+            [p.top for p in classified],
+        )
+        figures.save_png(fig, Path(str(cfg.plot)).expanduser())
+    if cfg.get("json"):
+        # Plain print: Rich would wrap long lines and break the JSON.
+        print(text)
+    elif classified:
+        out.print(results_table(classified, max(len(p.top) for p in classified)))
+    for p in failed:
+        err.print(Text.assemble(("error: ", "bold red"), f"{p.path}: {p.error}"))
+    if not cfg.get("json"):
+        notes = [f"{len(classified)} classified, {len(failed)} failed"]
+        if cfg.get("output"):
+            notes.append(f"JSON in {cfg.output}")
+        if cfg.get("plot") and classified:
+            notes.append(f"picture in {cfg.plot}")
+        err.print("; ".join(notes))
+    return 1 if failed else 0
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
+def _hydra_main(cfg: DictConfig) -> None:
+    with exit_on_user_error():
+        predictions = predict(cfg)
+        code = report(predictions, cfg, Console(), Console(stderr=True, highlight=False))
+    sys.exit(code)
+
+
+def main() -> None:
+    """``python -m cifar_lightning.predict`` / ``cifar-predict``; ``--json`` is a shorthand for
+    ``json=true`` (Hydra has no flags of ours)."""
+    if "--json" in sys.argv[1:]:
+        sys.argv = [a for a in sys.argv if a != "--json"] + ["json=true"]
+    run_hydra(_hydra_main, "predict")
+
+
+if __name__ == "__main__":
+    main()

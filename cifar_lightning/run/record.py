@@ -1,0 +1,136 @@
+"""``metrics.json``: one record per run, whatever became of it, and its HPARAMS twin.
+
+Completed, failed and interrupted runs all leave the same keys, filled as far as the run got,
+so a sweep's results never silently miss a job. :func:`write` is the only writer; the same
+record feeds TensorBoard's HPARAMS tab.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard.summary import hparams
+
+from cifar_lightning.atomic import atomic_write
+from cifar_lightning.run.trainer import device_name
+
+METRICS_FILE = "metrics.json"
+# Keys only some runs fill: present, as null, in every record so that all share one schema.
+OPTIONAL_KEYS = ("tested", "lr_find", "timing")
+
+
+def describe_error(error: BaseException) -> str:
+    """``"ZeroDivisionError: integer modulo by zero"``: the type says as much as the text."""
+    problem = getattr(error, "problem", None) or str(error).strip()
+    return f"{type(error).__name__}: {problem}" if problem else type(error).__name__
+
+
+def build(
+    cfg: DictConfig,
+    status: str,
+    started: float,
+    trainer: L.Trainer | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The record of a run, as far as ``trainer`` (None: it never started) got; ``metrics``
+    default to the trainer's latest."""
+    if metrics is None and trainer is not None:
+        metrics = trainer.callback_metrics
+    model = trainer.lightning_module if trainer is not None else None
+    checkpoint = trainer.checkpoint_callback if trainer is not None else None
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    values = {k: float(v) for k, v in sorted((metrics or {}).items())}
+    return {
+        "status": status,
+        # NaN is not JSON: a diverged run reports its non-finite values as null.
+        "metrics": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
+        "params": getattr(model, "num_parameters", None),
+        "model": type(model).__name__ if model is not None else None,
+        "epochs": trainer.current_epoch if trainer is not None else 0,
+        "global_step": trainer.global_step if trainer is not None else 0,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "device": device_name(trainer.strategy.root_device) if trainer is not None else None,
+        "precision": str(trainer.precision) if trainer is not None else None,
+        "seed": cfg.get("seed"),
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        "best_checkpoint": best if best and Path(best).is_file() else None,
+        "run_dir": str(cfg.paths.output_dir),
+        **dict.fromkeys(OPTIONAL_KEYS),
+        **extra,
+    }
+
+
+def write(cfg: DictConfig, record: Mapping[str, Any], trainer: L.Trainer | None = None) -> None:
+    """``metrics.json`` (rank zero only: DDP's ranks share the run dir), then HPARAMS."""
+    if rank_zero_only.rank != 0:
+        return
+    run_dir = Path(cfg.paths.output_dir)
+    text = json.dumps(record, indent=2) + "\n"
+    atomic_write(run_dir / METRICS_FILE, text.encode())
+    if trainer is not None and trainer.state.fn is not None:  # it got to fit or test
+        config = OmegaConf.to_container(cfg, resolve=True)
+        final = {k: v for k, v in record["metrics"].items() if v is not None}
+        log_hparams(trainer.loggers, config, final)
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim/lr": 0.1}``; lists and None become strings."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}/"))
+        elif isinstance(value, bool | int | float | str):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def log_hparams(loggers: list, config: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+    """The config beside the final numbers, for TensorBoard's HPARAMS tab.
+
+    Written as the hparams summary alone: Lightning's ``log_hyperparams(params, metrics)``
+    would also log every metric as a scalar at step 0, a bogus first point on every curve.
+    """
+    flat = flatten(config)
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            writer = logger.experiment._get_file_writer()
+            for summary in hparams(flat, dict(metrics)):
+                writer.add_summary(summary)
+            writer.flush()
+        else:
+            logger.log_hyperparams(flat)
+
+
+def discard_unused_run_dir(cfg: DictConfig) -> None:
+    """Remove a run directory that holds only bookkeeping (configs, logs, the failure record).
+
+    A run rejected for its config or data never trained: an empty dated directory would
+    clutter outputs/ and every later sweep report. Anything else (a checkpoint, an event
+    file, a picture) is real work, and stays; so does a resumed run's own directory.
+    """
+    run_dir = Path(cfg.paths.output_dir)
+    if cfg.get("resume") or not run_dir.is_dir():
+        return
+    for path in run_dir.rglob("*"):
+        bookkeeping = ".hydra" in path.parts or path.suffix == ".log"
+        if path.is_file() and not bookkeeping and path.name not in ("hparams.yaml", METRICS_FILE):
+            return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        run_dir.parent.rmdir()  # the date directory, if this was its only run

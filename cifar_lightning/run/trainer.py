@@ -1,0 +1,78 @@
+"""The one place a Lightning ``Trainer`` is made: training, evaluate, the LR range test, the
+timing warm-up and the benchmark all describe theirs as ``trainer.*`` plus overrides."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, OmegaConf
+
+from cifar_lightning.errors import ConfigError
+
+
+def resolve_precision(precision: Any, accelerator: str) -> Any:
+    """``auto``: bf16 AMP on a GPU that has it, fp16 AMP on an older GPU, fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if not on_gpu:
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def trainer_kwargs(trainer: Mapping[str, Any] | DictConfig, **overrides: Any) -> dict[str, Any]:
+    """``trainer.*`` as Lightning takes it: plugins built, ``precision: auto`` resolved."""
+    if isinstance(trainer, DictConfig):
+        trainer = OmegaConf.to_container(trainer, resolve=True)
+    kwargs = {**trainer, **overrides}
+    kwargs["precision"] = resolve_precision(
+        kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
+    )
+    plugins = kwargs.get("plugins") or []
+    plugins = plugins if isinstance(plugins, list) else [plugins]
+    kwargs["plugins"] = [instantiate(p) if isinstance(p, Mapping) else p for p in plugins] or None
+    return kwargs
+
+
+def make_trainer(
+    trainer: Mapping[str, Any] | DictConfig,
+    callbacks: Sequence[L.Callback] = (),
+    logger: Any = False,
+    default_root_dir: str | Path | None = None,
+    **overrides: Any,
+) -> L.Trainer:
+    """``L.Trainer(**trainer, **overrides)``; a value Lightning rejects is a ConfigError."""
+    kwargs = trainer_kwargs(trainer, **overrides)
+    try:
+        return L.Trainer(
+            **kwargs,
+            callbacks=list(callbacks),
+            logger=logger,
+            default_root_dir=None if default_root_dir is None else str(default_root_dir),
+        )
+    except (TypeError, ValueError, MisconfigurationException) as e:
+        raise ConfigError(
+            f"trainer: {str(e).strip()}", fix="see lightning.pytorch.Trainer's arguments"
+        ) from None
+
+
+def device_name(device: torch.device) -> str:
+    """``cuda: NVIDIA H100 80GB HBM3`` or ``cpu: AMD EPYC …``: what a figure was measured on."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{device.type}: {cpu}"

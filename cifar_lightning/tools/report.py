@@ -1,0 +1,507 @@
+"""``python -m cifar_lightning.report PATH [PATH ...]``: one table for a sweep, and its curves.
+
+PATH is a multirun directory (``outputs/multirun/<date>/<time>``), a single run directory, or
+any folder above runs; every run found below is one row. It reads what runs leave behind —
+``metrics.json``, ``.hydra/overrides.yaml`` and the TensorBoard events — so it works on
+sweeps still running, on ones that crashed half-way, and on runs made by hand. Writes
+``report.md``, ``report.csv`` and ``val_acc.png`` (the val-accuracy curves of every job).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import re
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import ListConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from cifar_lightning.errors import UserError, exit_on_user_error
+from cifar_lightning.training import figures
+
+SKIP_DIRS = {"tensorboard", "checkpoints", ".hydra", "__pycache__"}
+MEAN = "mean ± std"
+NO_RESULT = "no metrics.json: the job crashed, was killed, or is still running"
+
+
+@dataclass
+class Job:
+    """One training run as the report sees it."""
+
+    path: Path
+    label: str = ""
+    overrides: list[str] = field(default_factory=list)
+    status: str = "failed"
+    params: int | None = None
+    epochs: int | None = None
+    test_acc: float | None = None
+    test_acc_top5: float | None = None
+    best_val_acc: float | None = None
+    wall_time_s: float | None = None
+    seed: int | None = None
+    error: str | None = None
+    curve: list[tuple[float, float]] = field(default_factory=list)
+
+
+@dataclass
+class SeedGroup:
+    """Jobs whose overrides differ only by ``seed``: their spread is the run-to-run noise."""
+
+    overrides: list[str]
+    jobs: list[Job]
+
+    def stat(self, attr: str) -> tuple[float, float | None, int] | None:
+        """(mean, sample std or None for one value, n) over completed jobs that have it."""
+        values = [getattr(j, attr) for j in self.jobs if j.status == "completed"]
+        values = [v for v in values if v is not None]
+        if not values:
+            return None
+        std = statistics.stdev(values) if len(values) > 1 else None
+        return statistics.fmean(values), std, len(values)
+
+
+# --- finding and reading runs ---------------------------------------------------------------
+
+
+def _natural(path: Path) -> list[Any]:
+    """``2`` before ``10``: multirun job numbers sort as numbers."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+def is_training_run(path: Path) -> bool:
+    """A ``train`` job's directory (evaluate's run dirs, which also have ``.hydra``, are not)."""
+    if (path / "metrics.json").is_file():
+        return True
+    config = path / ".hydra" / "config.yaml"
+    if not config.is_file():
+        return False
+    try:
+        task = OmegaConf.load(config).get("task_name", "train")
+    except Exception:  # an unreadable config still marks a run dir (a broken one)
+        return True
+    return task == "train"
+
+
+def find_runs(root: Path) -> list[Path]:
+    if is_training_run(root):
+        return [root]
+    runs: list[Path] = []
+    try:
+        children = sorted((p for p in root.iterdir() if p.is_dir()), key=_natural)
+    except OSError:
+        return runs
+    for child in children:
+        if child.name in SKIP_DIRS or child.name.startswith("."):
+            continue
+        runs.extend(find_runs(child))
+    return runs
+
+
+def read_curve(run: Path, tag: str = "val/acc") -> list[tuple[float, float]]:
+    """(epoch, value) points of ``tag`` from the run's TensorBoard events; [] if none."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logdir = run / "tensorboard" if (run / "tensorboard").is_dir() else run
+    if not any(logdir.glob("events.out.tfevents.*")):
+        return []
+    # Keep every scalar, skip the pictures: a run's images would only cost memory here.
+    guidance = {"scalars": 0, "images": 1, "tensors": 1, "histograms": 1}
+    events = EventAccumulator(str(logdir), size_guidance=guidance).Reload()
+    tags = events.Tags().get("scalars", [])
+    if tag not in tags:
+        return []
+    # Lightning logs the epoch beside every metric; plot against epochs so that runs with
+    # different batch sizes (and so different step counts) line up.
+    epoch_at = {e.step: e.value for e in events.Scalars("epoch")} if "epoch" in tags else {}
+    points: dict[float, float] = {}
+    for e in events.Scalars(tag):
+        x = epoch_at[e.step] + 1 if e.step in epoch_at else float(e.step)
+        points[x] = e.value  # a resumed run may log an epoch twice: keep the last value
+    return sorted(points.items())
+
+
+def _load_overrides(run: Path, metrics: dict[str, Any]) -> list[str]:
+    path = run / ".hydra" / "overrides.yaml"
+    if path.is_file():
+        try:
+            loaded = OmegaConf.load(path)
+            if isinstance(loaded, ListConfig):
+                return [str(o) for o in loaded]
+        except Exception:  # unreadable: fall back to metrics.json's copy
+            pass
+    return [str(o) for o in metrics.get("overrides") or []]
+
+
+def read_job(run: Path) -> Job:
+    job = Job(path=run)
+    metrics: dict[str, Any] = {}
+    metrics_file = run / "metrics.json"
+    if metrics_file.is_file():
+        try:
+            metrics = json.loads(metrics_file.read_text())
+            job.status = str(metrics.get("status", "completed"))
+            job.error = metrics.get("error")
+        except (json.JSONDecodeError, OSError) as e:
+            job.error = f"metrics.json is unreadable ({e})"
+    else:
+        job.error = NO_RESULT
+    values = metrics.get("metrics") or {}
+    job.overrides = _load_overrides(run, metrics)
+    job.params = metrics.get("params")
+    job.epochs = metrics.get("epochs")
+    job.test_acc = values.get("test/acc")
+    job.test_acc_top5 = values.get("test/acc_top5")
+    job.best_val_acc = values.get("val/acc_best")
+    job.wall_time_s = metrics.get("wall_time_s")
+    job.seed = metrics.get("seed", _seed_from(job.overrides))
+    job.curve = read_curve(run)
+    if job.best_val_acc is None and job.curve:  # a run that died still has its curve
+        job.best_val_acc = max(v for _, v in job.curve)
+    return job
+
+
+def _seed_from(overrides: Sequence[str]) -> int | None:
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key.lstrip("+") == "seed":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+# --- grouping ---------------------------------------------------------------------------------
+
+
+def _split(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def common_overrides(jobs: Sequence[Job]) -> list[str]:
+    """Overrides every job shares: said once above the table rather than in every row."""
+    if len(jobs) < 2:
+        return []
+    shared = set(jobs[0].overrides)
+    for job in jobs[1:]:
+        shared &= set(job.overrides)
+    return [o for o in jobs[0].overrides if o in shared]
+
+
+def seed_groups(jobs: Sequence[Job]) -> list[SeedGroup]:
+    groups: dict[tuple[str, ...], list[Job]] = {}
+    for job in jobs:
+        key = tuple(sorted(o for o in job.overrides if _split(o)[0] != "seed"))
+        groups.setdefault(key, []).append(job)
+    return [
+        SeedGroup([o for o in members[0].overrides if _split(o)[0] != "seed"], members)
+        for members in groups.values()
+        if len(members) > 1 and len({j.seed for j in members}) == len(members)
+    ]
+
+
+# --- formatting -------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.2%}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def _mean_std(stat: tuple[float, float | None, int] | None, fmt) -> str:
+    if stat is None:
+        return ""
+    mean, std, _ = stat
+    return fmt(mean) if std is None else f"{fmt(mean)} ± {fmt(std)}"
+
+
+def _status(job: Job) -> str:
+    if job.status == "completed" or not job.error:
+        return job.status
+    return f"{job.status}: {job.error}"
+
+
+@dataclass
+class Row:
+    """A table row, as text: a job, or a seed group's mean ± std."""
+
+    job: str
+    overrides: str
+    params: str
+    epochs: str
+    test_acc: str
+    best_val_acc: str
+    wall_time: str
+    status: str
+
+    HEADERS = (
+        "job",
+        "overrides",
+        "params",
+        "epochs",
+        "test acc",
+        "best val acc",
+        "wall time",
+        "status",
+    )
+
+    def cells(self) -> list[str]:
+        return [
+            self.job,
+            self.overrides,
+            self.params,
+            self.epochs,
+            self.test_acc,
+            self.best_val_acc,
+            self.wall_time,
+            self.status,
+        ]
+
+
+def rows(jobs: Sequence[Job], groups: Sequence[SeedGroup], common: Sequence[str]) -> list[Row]:
+    """One row per job, in order, then one mean ± std row per seed group."""
+    out = []
+    for job in jobs:
+        out.append(
+            Row(
+                job=job.label,
+                overrides=" ".join(o for o in job.overrides if o not in common),
+                params=f"{job.params:,}" if job.params is not None else "",
+                epochs="" if job.epochs is None else str(job.epochs),
+                test_acc=_pct(job.test_acc),
+                best_val_acc=_pct(job.best_val_acc),
+                wall_time=_duration(job.wall_time_s),
+                status=_status(job),
+            )
+        )
+    for group in groups:
+        n = sum(j.status == "completed" for j in group.jobs)
+        out.append(
+            Row(
+                job=f"{MEAN} of {', '.join(j.label for j in group.jobs)}",
+                overrides=" ".join(o for o in group.overrides if o not in common),
+                params="",
+                epochs=_mean_std(group.stat("epochs"), lambda v: f"{v:.1f}"),
+                test_acc=_mean_std(group.stat("test_acc"), _pct),
+                best_val_acc=_mean_std(group.stat("best_val_acc"), _pct),
+                wall_time=_mean_std(group.stat("wall_time_s"), _duration),
+                status=f"{n} of {len(group.jobs)} seeds completed "
+                f"(seeds {', '.join(str(j.seed) for j in group.jobs)})",
+            )
+        )
+    return out
+
+
+def markdown(table: Sequence[Row], common: Sequence[str], title: str) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = [f"# {title}", ""]
+    if common:
+        lines += ["Common to every job: " + " ".join(f"`{o}`" for o in common), ""]
+    lines.append("| " + " | ".join(Row.HEADERS) + " |")
+    lines.append("|" + "|".join(["---", "---", "--:", "--:", "--:", "--:", "--:", "---"]) + "|")
+    for row in table:
+        cells = [cell(c) for c in row.cells()]
+        if row.job.startswith(MEAN):
+            cells = [f"**{c}**" if c else c for c in cells]
+        elif cells[1]:
+            cells[1] = f"`{cells[1]}`"
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "test acc: top-1 on the test set with the best checkpoint (by val acc); ± is the "
+        "sample standard deviation over seeds. A failed job's row says why.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+CSV_FIELDS = (
+    "job",
+    "kind",
+    "status",
+    "overrides",
+    "seed",
+    "params",
+    "epochs",
+    "test_acc",
+    "test_acc_std",
+    "test_acc_top5",
+    "best_val_acc",
+    "best_val_acc_std",
+    "wall_time_s",
+    "n_seeds",
+    "error",
+    "path",
+)
+
+
+def csv_text(jobs: Sequence[Job], groups: Sequence[SeedGroup]) -> str:
+    """Machine-readable: full overrides, raw numbers, one row per job and per seed group."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for job in jobs:
+        writer.writerow(
+            {
+                "job": job.label,
+                "kind": "job",
+                "status": job.status,
+                "overrides": " ".join(job.overrides),
+                "seed": job.seed,
+                "params": job.params,
+                "epochs": job.epochs,
+                "test_acc": job.test_acc,
+                "test_acc_top5": job.test_acc_top5,
+                "best_val_acc": job.best_val_acc,
+                "wall_time_s": job.wall_time_s,
+                "error": job.error or "",
+                "path": str(job.path),
+            }
+        )
+    for group in groups:
+        test, val, wall = (group.stat(a) for a in ("test_acc", "best_val_acc", "wall_time_s"))
+        writer.writerow(
+            {
+                "job": "+".join(j.label for j in group.jobs),
+                "kind": "seed_mean",
+                "status": "",
+                "overrides": " ".join(group.overrides),
+                "test_acc": test[0] if test else None,
+                "test_acc_std": test[1] if test else None,
+                "best_val_acc": val[0] if val else None,
+                "best_val_acc_std": val[1] if val else None,
+                "wall_time_s": wall[0] if wall else None,
+                "n_seeds": test[2] if test else 0,
+            }
+        )
+    return buffer.getvalue()
+
+
+def curves_png(jobs: Sequence[Job], common: Sequence[str], path: Path) -> Path | None:
+    curves = {}
+    for job in jobs:
+        if job.curve:
+            varying = " ".join(o for o in job.overrides if o not in common)
+            label = f"{job.label}: {varying}" if varying else job.label
+            curves[label if len(label) <= 60 else label[:59] + "…"] = job.curve
+    if not curves:
+        return None
+    fig = figures.compare_curves_figure(
+        curves, ylabel="val accuracy", title=f"Validation accuracy per epoch, {len(curves)} jobs"
+    )
+    return figures.save_png(fig, path)
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def build_report(paths: Sequence[Path], out_dir: Path | None = None) -> dict[str, Any]:
+    """Find the runs under ``paths``, write the report files; returns what was written."""
+    for p in paths:
+        if not p.is_dir():
+            raise UserError(
+                f"{p} is not a directory.",
+                fix="pass a multirun directory (outputs/multirun/<date>/<time>) or run "
+                "directories (outputs/<date>/<time>)",
+            )
+    runs: list[Path] = []
+    for p in paths:
+        runs.extend(r for r in find_runs(p) if r not in runs)
+    if not runs:
+        raise UserError(
+            f"no training runs under {', '.join(map(str, paths))} (a run directory has "
+            "metrics.json or .hydra/).",
+            fix="pass the directory a sweep wrote, e.g. outputs/multirun/<date>/<time>",
+        )
+    resolved = [p.resolve() for p in paths]
+    base = resolved[0] if len(resolved) == 1 else Path(os.path.commonpath(resolved))
+    out_dir = (out_dir or base).expanduser()
+
+    jobs = [read_job(r) for r in runs]
+    for job in jobs:
+        rel = os.path.relpath(job.path.resolve(), base)
+        job.label = job.path.name if rel == "." else rel
+    common = common_overrides(jobs)
+    groups = seed_groups(jobs)
+    table = rows(jobs, groups, common)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    title = f"Sweep report: {base}"
+    written = {
+        "markdown": out_dir / "report.md",
+        "csv": out_dir / "report.csv",
+    }
+    written["markdown"].write_text(markdown(table, common, title))
+    written["csv"].write_text(csv_text(jobs, groups))
+    png = curves_png(jobs, common, out_dir / "val_acc.png")
+    if png is not None:
+        written["curves"] = png
+    return {"jobs": jobs, "groups": groups, "rows": table, "common": common, "files": written}
+
+
+def print_report(report: dict[str, Any], console: Console) -> None:
+    table = Table(title_justify="left", title="Sweep report")
+    for header in Row.HEADERS:
+        right = header in ("params", "epochs", "test acc", "best val acc", "wall time")
+        table.add_column(header, justify="right" if right else "left", overflow="fold")
+    for row in report["rows"]:
+        mean = row.job.startswith(MEAN)
+        status = row.status
+        if not mean and not status.startswith("completed"):
+            status = f"[red]{status}[/]"
+        cells = [*row.cells()[:-1], status]
+        table.add_row(*cells, style="bold" if mean else None)
+    if report["common"]:
+        console.print("Common to every job: " + " ".join(report["common"]), highlight=False)
+    console.print(table)
+    failed = [j for j in report["jobs"] if j.status != "completed"]
+    summary = f"{len(report['jobs'])} jobs, {len(failed)} not completed."
+    console.print(summary + " Written: " + ", ".join(str(p) for p in report["files"].values()))
+    if "curves" not in report["files"]:
+        console.print("No val/acc curves found in the runs' TensorBoard events: no PNG.")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m cifar_lightning.report",
+        description="Tabulate a sweep (or several runs): report.md, report.csv, val_acc.png.",
+    )
+    parser.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="multirun dir, run dirs, or above"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write the report (default: PATH, or the common parent of the PATHs)",
+    )
+    args = parser.parse_args(argv)
+    with exit_on_user_error():
+        report = build_report(args.paths, args.out)
+        # Piped or redirected, Rich would squeeze the table into 80 columns.
+        print_report(report, Console(width=None if sys.stdout.isatty() else 160))
+
+
+if __name__ == "__main__":
+    main()
