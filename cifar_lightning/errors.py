@@ -52,6 +52,10 @@ class RunInterrupted(UserError):
         self.exit_code = 128 + signum
 
 
+class JobFailed(Exception):
+    """A sweep job's UserError, already reported: the sweep ends with exit code 1."""
+
+
 def report(error: UserError) -> None:
     # Text.assemble, not markup: messages quote overrides such as ``data.classes=[a,b]``.
     console = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchvision.transforms import v2
 
-from cifar_lightning.data.augment import Albumentations, Cutout
+from cifar_lightning.data.augment import Albumentations
 from cifar_lightning.run.config import CONFIG_DIR, build, compose_config, uint8
 
 AUGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "aug").glob("*.yaml"))
@@ -71,16 +72,21 @@ def test_none_is_the_identity(images):
 def test_fill_is_the_dataset_mean_in_pixels():
     assert uint8([0.4914, 0.4822, 0.4465]) == MEAN_PIXELS
     cutout = pipeline("seed004").transforms[-1]
-    assert isinstance(cutout, Cutout) and cutout.fill == MEAN_PIXELS
-    assert cutout.size == 8 and cutout.p == 0.5
+    assert isinstance(cutout, v2.RandomErasing) and list(cutout.value) == MEAN_PIXELS
+    assert cutout.scale == (8 * 8 / 32**2,) * 2 and cutout.ratio == (1.0, 1.0) and cutout.p == 0.5
     coarse = pipeline("seed003").pipeline.transforms[2]
     assert tuple(coarse.fill) == tuple(MEAN_PIXELS)
     # ... and follows data.mean
-    assert pipeline("seed004", "data.mean=[0,0.5,1]").transforms[-1].fill == [0, 128, 255]
+    assert list(pipeline("seed004", "data.mean=[0,0.5,1]").transforms[-1].value) == [0, 128, 255]
+
+
+def cutout(*overrides: str):
+    """seed004's cutout step (torchvision's RandomErasing as the yaml sets it up)."""
+    return pipeline("seed004", *overrides).transforms[-1]
 
 
 def test_cutout_hides_one_full_square_with_the_fill():
-    cut = Cutout(size=8, fill=[1, 2, 3], p=1.0)
+    cut = cutout("aug.pipeline.transforms.2.p=1.0", "data.mean=[0.0039,0.0078,0.0118]")
     image = torch.full((3, 32, 32), 200, dtype=torch.uint8)
     corners = set()
     torch.manual_seed(0)
@@ -98,7 +104,7 @@ def test_cutout_hides_one_full_square_with_the_fill():
 
 
 def test_cutout_probability():
-    cut = Cutout(size=8, fill=0, p=0.5)
+    cut = cutout()
     image = torch.full((3, 32, 32), 200, dtype=torch.uint8)
     torch.manual_seed(0)
     hit = sum(bool((cut(image) != image).any()) for _ in range(400))

@@ -98,7 +98,7 @@ def test_clear_errors(trained_run, tmp_path):
         evaluate(eval_cfg(tmp_path))
     with pytest.raises(CheckpointError, match="does not exist"):
         evaluate(eval_cfg(tmp_path, f"ckpt_path={tmp_path / 'nope.ckpt'}"))
-    with pytest.raises(ConfigError, match="split='train' is not a split"):
+    with pytest.raises(ConfigError, match="split='train' must be test or val"):
         evaluate(eval_cfg(tmp_path, f"ckpt_path={results['best_checkpoint']}", "split=train"))
     with pytest.raises(ConfigError, match="are not the model's"):
         evaluate(

@@ -11,7 +11,7 @@ from PIL import Image
 
 from cifar_lightning.data.transforms import normalize
 from cifar_lightning.training import figures
-from cifar_lightning.training.evaluation import PredictionCollector, to_uint8_images
+from cifar_lightning.training.predictions import PredictionCollector, to_uint8_images
 from conftest import CLASSES, assert_png
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

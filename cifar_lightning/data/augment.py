@@ -1,4 +1,4 @@
-"""Augmentation steps that torchvision v2 lacks, for the ``pipeline`` of ``conf/aug/*.yaml``.
+"""albumentations inside a ``pipeline`` of ``conf/aug/*.yaml`` (torchvision v2 has the rest).
 
 Every pipeline takes and returns one (3, H, W) uint8 tensor: pixel values, not normalized
 ones, so a fill colour means the same in every recipe (``data.mean`` in pixel units is
@@ -15,47 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.transforms import v2
-from torchvision.transforms.v2.functional import get_size
-
-
-class Cutout(v2.Transform):
-    """One ``size`` x ``size`` hole filled with ``fill``, with probability ``p`` (DeVries 2017).
-
-    The hole lies wholly inside the image at a uniformly random place (as albumentations'
-    CoarseDropout puts it, which seed 004 used), so it always hides ``size``² pixels.
-    """
-
-    _transformed_types = (torch.Tensor,)
-
-    def __init__(self, size: int = 8, fill: Sequence[float] | float = 0, p: float = 0.5) -> None:
-        super().__init__()
-        if size < 1 or not 0.0 <= p <= 1.0:
-            raise ValueError(f"Cutout needs size >= 1 and p in [0, 1], got size={size}, p={p}")
-        self.size = int(size)
-        self.fill = [float(v) for v in fill] if isinstance(fill, Sequence) else [float(fill)]
-        self.p = p
-
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        if torch.rand(()) >= self.p:
-            return {"box": None}
-        height, width = get_size(flat_inputs[0])
-        size = min(self.size, height, width)
-        top = int(torch.randint(0, height - size + 1, ()))
-        left = int(torch.randint(0, width - size + 1, ()))
-        return {"box": (top, left, size)}
-
-    def transform(self, inpt: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
-        if params["box"] is None:
-            return inpt
-        top, left, size = params["box"]
-        out = inpt.clone()
-        fill = torch.tensor(self.fill, dtype=inpt.dtype, device=inpt.device)
-        out[..., top : top + size, left : left + size] = fill.view(-1, 1, 1)
-        return out
-
-    def extra_repr(self) -> str:
-        return f"size={self.size}, fill={self.fill}, p={self.p}"
 
 
 class Albumentations:

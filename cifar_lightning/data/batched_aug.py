@@ -1,40 +1,21 @@
 """Augmentation of whole batches, each image with its own random draw, in tensor ops only.
 
-The per-image torchvision pipeline (an aug's ``pipeline:`` node) runs one image at a time in
-Python, in loader workers on the CPU: for a net as small as CIFAR-10's, that sets the pace,
-not the GPU. These ops take a whole (N, C, H, W) uint8 batch on whatever device it lives on
-and draw every image's parameters (offsets, flips, holes) at once, so a batch costs a handful
-of kernel launches however large it is. An aug's ``batched:`` node builds them
-(``conf/aug/crop_flip.yaml``); the device loader (:mod:`cifar_lightning.data.device_loader`)
-runs them and then normalizes.
-
-Each op matches its per-image counterpart in distribution:
-
-- :class:`RandomCrop` ≡ ``v2.RandomCrop(size, padding, padding_mode=…)`` back to the input size:
-  every offset in ``[-padding, padding]`` equally likely, per axis.
-- :class:`Translate` ≡ an integer shift of up to ``max_shift`` pixels per axis, the uncovered
-  border filled with ``fill`` (what ``v2.RandomAffine(translate=…)`` does, in whole pixels).
-- :class:`HorizontalFlip` ≡ ``v2.RandomHorizontalFlip(p)``.
-- :class:`Cutout` ≡ one or more ``size``-square holes lying wholly inside the image, filled with
-  ``fill``, applied to an image with probability ``p`` (albumentations' ``CoarseDropout`` and
-  ``v2.RandomErasing`` place holes the same way).
-
-Fill values are fractions of full intensity per channel, like ``data.mean``, so a yaml can say
-``fill: ${data.mean}`` for "the dataset mean".
+The per-image pipeline (an aug's ``pipeline:``) runs one image at a time in Python on the
+CPU, which sets the pace for nets this small. These ops take a (N, C, H, W) uint8 batch on
+any device and draw every image's parameters at once: a handful of kernel launches per batch.
+An aug's ``batched:`` node builds them; each matches its per-image counterpart (``per_image``)
+in distribution. Fills are fractions of full intensity per channel, like ``data.mean``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torchvision import transforms as T
 
 from cifar_lightning.errors import ConfigError
-from cifar_lightning.run.config import build, chosen_option, config_dir
 
 Fill = float | Sequence[float]
 PADDING_MODES = ("constant", "reflect")
@@ -373,39 +354,3 @@ class Normalize:
         # Same arithmetic, in the same order, as v2.ToDtype(scale=True) + v2.Normalize, so both
         # loaders give the same floats for the same image.
         return images.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
-
-
-def batched_aug_options(conf: str | Path | None = None) -> list[str]:
-    """The ``aug=`` options whose yaml has a ``batched:`` node (so the device loader takes them)."""
-    names = []
-    for path in sorted(Path(conf or config_dir(), "aug").glob("*.yaml")):
-        node = OmegaConf.load(path)
-        if isinstance(node, DictConfig) and node.get("batched") is not None:
-            names.append(path.stem)
-    return names
-
-
-def from_config(cfg: DictConfig, needed_by: str | None = None) -> Compose | None:
-    """The run's batched augmentation when ``data.loader=device`` asks for it, else None.
-
-    ``needed_by`` names another user that needs it whatever the loader (the benchmark).
-    An aug with no ``batched:`` node (albumentations, rotations, colour jitter: what these
-    ops cannot express exactly) cannot run on the device loader; say so before any work
-    starts rather than silently training with a different augmentation.
-    """
-    if needed_by is None and cfg.data.get("loader", "classic") != "device":
-        return None
-    node = cfg.aug.get("batched")
-    if node is None:
-        name = chosen_option("aug")
-        which = f"aug={name}" if name else "the chosen aug"
-        works = ", ".join(f"aug={o}" for o in batched_aug_options())
-        fix = f"pick an aug the device loader runs: {works}"
-        if needed_by is None:
-            fix = f"drop data.loader=device to run {which} on the classic loader, or {fix}"
-        raise ConfigError(
-            f"{which} has no batched form (no `batched:` node in its yaml), so "
-            f"{needed_by or 'data.loader=device'} cannot run it.",
-            fix=fix,
-        )
-    return build(node, "aug")

@@ -1,22 +1,10 @@
-"""A training loader that can stop anywhere and carry on exactly where it stopped.
+"""The classic training loader, resumable anywhere: everything random about an epoch is a
+function of ``(seed, epoch, position)``.
 
-Lightning 2.x restores a run's weights, optimizer and loop counters from a checkpoint, but a
-plain ``DataLoader`` starts every epoch afresh: a run resumed mid-epoch would see a new
-shuffle, repeat some images, skip others and draw different augmentations. Here everything
-random about an epoch is a function of ``(seed, epoch, position)`` alone:
-
-- :class:`EpochSampler` shuffles with a permutation drawn from ``(seed, epoch)`` and gives
-  every position its own augmentation seed; it can start an epoch at any position.
-- :class:`SeededSamples` runs the dataset's transform under that per-sample seed, so the
-  augmentation of an image does not depend on which worker drew it, how many workers there
-  are, or what ran before.
-- :class:`ResumableDataLoader` counts the batches it has handed out and implements the
-  ``state_dict`` / ``load_state_dict`` pair that Lightning's fit loop saves in every
-  checkpoint (and restores before iterating again), so a resumed epoch skips exactly the
-  batches that were trained on — without loading them.
-
-A loader that does not go through ``torch.utils.data.DataLoader`` (e.g. a device-resident
-one) reuses :class:`EpochSampler` for its order and seeds and keeps the same two-number state.
+A plain ``DataLoader`` starts every epoch afresh, so a run resumed mid-epoch would see a new
+shuffle and new augmentations. Here the sampler draws the order and a per-position seed from
+``(seed, epoch)``, the dataset runs its transform under that seed (whatever worker reads it),
+and the loader counts the batches it handed out in the ``state_dict`` Lightning checkpoints.
 """
 
 from __future__ import annotations
@@ -31,21 +19,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 
 def derive_seed(*keys: int) -> int:
-    """A 63-bit seed from non-negative integer keys, e.g. ``(run seed, epoch, batch)``.
-
-    NumPy's SeedSequence mixes the keys, so neighbouring keys give unrelated streams (unlike
-    ``seed + epoch``), and the result is the same on every platform and Python version.
-    """
+    """A 63-bit seed from integer keys, e.g. ``(run seed, epoch, batch)``: SeedSequence mixes
+    them, so neighbouring keys give unrelated streams, the same on every platform."""
     state = np.random.SeedSequence([int(k) for k in keys]).generate_state(1, np.uint64)
     return int(state[0] >> np.uint64(1))
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, augmentation seed)`` pairs in an order fixed by ``(seed, epoch)``.
-
-    Lightning calls :meth:`set_epoch` before every epoch. :meth:`resume_at` makes the next
-    iteration start ``start`` samples into an epoch; it applies once.
-    """
+    """Yields ``(index, augmentation seed)`` pairs in an order fixed by ``(seed, epoch)``;
+    :meth:`resume_at` makes the next epoch start ``start`` samples in (once)."""
 
     def __init__(self, size: int, seed: int = 0, shuffle: bool = True) -> None:
         self.size = size
@@ -84,13 +66,10 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 
 class SeededSamples(Dataset):
-    """``dataset[index]`` under the torch RNG seed the sampler chose for this position.
+    """``dataset[index]`` under the torch seed the sampler chose for this position.
 
-    Every torchvision transform draws from torch's default generator, so seeding it here makes
-    the augmentation a pure function of the sample's position in the epoch. In the main
-    process (``num_workers=0``) the generator's previous state is put back afterwards, so the
-    model's own randomness (dropout) is not disturbed. A plain integer key (a sampler Lightning
-    swapped in, e.g. for ``overfit_batches``) reads the dataset unseeded.
+    In the main process the generator's state is put back afterwards (dropout must not
+    notice); a plain integer key (a sampler Lightning swapped in) reads unseeded.
     """
 
     def __init__(self, dataset: Dataset) -> None:
@@ -115,13 +94,9 @@ class SeededSamples(Dataset):
 
 
 class ResumableDataLoader(DataLoader):
-    """A ``DataLoader`` over an :class:`EpochSampler` whose position Lightning can checkpoint.
-
-    The state is ``{"epoch", "batches"}``: batches handed to the training loop in that epoch.
-    Lightning's fit loop does not prefetch from loaders that have a length, so at any
-    checkpoint this equals the batches trained on. Worker-side prefetching does not count:
-    only batches that left the loader do.
-    """
+    """A ``DataLoader`` over an :class:`EpochSampler` whose position Lightning checkpoints:
+    ``{"epoch", "batches"}``, the batches that left the loader (Lightning does not prefetch
+    from loaders with a length, so that is the batches trained on)."""
 
     _batches = 0
 
@@ -158,12 +133,9 @@ class ResumableDataLoader(DataLoader):
 class ResumableTrainLoader:
     """DataModule mixin: the training loader's position is part of the DataModule's state.
 
-    Lightning saves a DataModule's ``state_dict`` in every checkpoint and restores it before
-    it first asks for ``train_dataloader()`` — also when ``configure_optimizers`` asks for
-    ``trainer.estimated_stepping_batches`` (one-cycle schedules), which builds the training
-    loader before the fit loop's own state is restored, so that Lightning 2.6 never hands the
-    loader the position it saved for it. ``train_dataloader`` passes its loader through
-    :meth:`track`.
+    Lightning 2.6 restores a DataModule's state before its first ``train_dataloader()`` but
+    never hands the fit loop's saved position to a loader that ``estimated_stepping_batches``
+    (one-cycle) built first; ``train_dataloader`` passes its loader through :meth:`track`.
     """
 
     _train_loader: Any = None
@@ -186,12 +158,8 @@ class ResumableTrainLoader:
 
 
 def ignore_interrupts(worker_id: int) -> None:
-    """Loader workers leave SIGINT/SIGTERM to the main process.
-
-    Ctrl-C in a terminal signals the whole process group. A worker that received it would
-    exit, and the main process — which is finishing the step to save a checkpoint — would then
-    fail on its next batch. Workers still end with the main process (torch watches for that).
-    """
+    """Loader workers leave SIGINT/SIGTERM to the main process: Ctrl-C signals the whole
+    process group, and a worker that exited would fail the step being finished to save."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
@@ -199,8 +167,7 @@ def ignore_interrupts(worker_id: int) -> None:
 def resumable_loader(
     dataset: Dataset, *, batch_size: int, seed: int, drop_last: bool = True, **loader_kwargs: Any
 ) -> ResumableDataLoader:
-    """The training loader: seeded shuffle and augmentation, resumable anywhere; full batches
-    only unless ``drop_last`` is false (a ragged last batch skews BatchNorm statistics)."""
+    """The training loader: seeded shuffle and augmentation, resumable anywhere."""
     return ResumableDataLoader(
         SeededSamples(dataset),
         batch_size=batch_size,

@@ -1,26 +1,13 @@
 """``data.loader=device``: the dataset lives on the training device; batches are cut from it.
 
-CIFAR-10 is 180 MB as uint8 — nothing next to a GPU's memory. Copying it there once and then
-indexing, augmenting (:mod:`cifar_lightning.data.batched_aug`) and normalizing whole batches
-in place removes the per-image Python work and the host-to-device copy from every step, which
-is what limits a net this small. It runs the same on a CPU (the "device" is then the CPU).
-
-What a training epoch yields, by design:
-
-- a seeded shuffle per epoch (``seed`` + epoch, as :class:`~torch.utils.data.DistributedSampler`
-  does), so a run is reproducible and a resumed run sees the same orders;
-- under DDP, each rank its own shard of that shuffle (the sampler's ``rank::world_size``
-  split); the at most ``world_size - 1`` images that do not divide evenly are left out of that
-  epoch (a different few each epoch), so every rank runs the same number of steps;
-- on one device, every training image exactly once: the last batch is smaller when the
-  training split is not a multiple of the batch size (e.g. 45,000 images at batch 512: 87
-  batches of 512 and one of 456). It is kept rather than dropped so no image is skipped;
-  BatchNorm copes with it, and a compiled net compiles that one extra shape once.
-
-Validation and test go through the same path in order, without augmentation, and under DDP
-padded like Lightning pads the classic loaders. The augmentation draws come from a generator
-on the device, seeded from (seed, epoch, rank, batch), so they too repeat run to run, and a run
-resumed mid-epoch (the loader's ``state_dict``) continues with exactly the same batches.
+CIFAR-10 is 180 MB as uint8: copied to the device once, then indexed, augmented
+(data/batched_aug.py) and normalized a whole batch at a time, the per-image Python work and
+the host-to-device copy leave every step — what limits a net this small. A training epoch is
+a seeded shuffle (DistributedSampler's ``seed + epoch``); under DDP each rank gets its shard
+and up to ``world_size - 1`` images sit the epoch out, so ranks step alike; on one device
+every image comes once, the last batch smaller unless ``drop_last``. Augmentation draws come
+from a device generator seeded by (seed, epoch, rank, batch), so a run resumed mid-epoch
+(the loader's ``state_dict``) continues with exactly the same batches.
 """
 
 from __future__ import annotations

@@ -21,7 +21,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cifar_lightning.errors import ConfigError, exit_on_user_error
 from cifar_lightning.run import schema
-from cifar_lightning.run.config import build, config_error, first_line, known_choices
+from cifar_lightning.run.config import (
+    batched_augmentation,
+    build,
+    config_error,
+    first_line,
+    known_choices,
+)
 
 # Images in the training set of the sources whose size is known before loading them.
 KNOWN_TRAIN_SIZES = {"cifar10": 50_000}
@@ -83,10 +89,9 @@ def _relations(cfg: DictConfig) -> None:
 
 def _buildable(cfg: DictConfig) -> None:
     """Build what can be built without data: what torch or a constructor rejects, now."""
-    from cifar_lightning.data import batched_aug
 
     build(cfg.speed, "speed")
-    batched_aug.from_config(cfg)  # data.loader=device with an aug that has no batched form
+    batched_augmentation(cfg)  # data.loader=device with an aug that has no batched form
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = _dry("optim", cfg.optim, lambda: instantiate(cfg.optim)(params=[param]))
     scheduler = (cfg.get("sched") or {}).get("scheduler")

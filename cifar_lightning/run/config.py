@@ -7,6 +7,8 @@ asks this module for the directory so both layouts work.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -17,6 +19,8 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import (
     ConfigCompositionException,
     HydraException,
@@ -28,9 +32,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from cifar_lightning.errors import ConfigError, UserError, exit_on_user_error
-from cifar_lightning.run.distributed import gpus_per_node, processes_per_node, shared_claim
-from cifar_lightning.run.sweeps import JobFailed, parallel_jobs
+from cifar_lightning.errors import ConfigError, JobFailed, UserError, exit_on_user_error
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -50,13 +52,11 @@ CONFIG_DIR = str(config_dir())
 
 
 def claim_dir(path: str) -> str:
-    """Reserve a fresh run directory, adding ``-1``, ``-2`` … when ``path`` is taken.
+    """Reserve a fresh run directory, adding ``-1``, ``-2`` … when ``path`` is taken: two runs
+    started in the same second must not share one. ``mkdir`` without ``exist_ok`` is atomic;
+    the processes of one distributed launch share one claim (run/distributed.py)."""
+    from cifar_lightning.run.distributed import shared_claim
 
-    Two runs started within the same second would otherwise share (and overwrite) one
-    timestamped directory. ``mkdir`` without ``exist_ok`` is atomic, so concurrent processes
-    cannot claim the same name. The processes of one distributed launch (torchrun) share
-    a single claim: see :mod:`cifar_lightning.run.distributed`.
-    """
     return shared_claim(path, _claim_fresh)
 
 
@@ -91,12 +91,22 @@ def register_resolvers() -> None:
     # default; ${parallel_jobs:} is how many joblib jobs this machine runs at once.
     if not OmegaConf.has_resolver("mul"):
         OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
-    if not OmegaConf.has_resolver("parallel_jobs"):
-        OmegaConf.register_new_resolver("parallel_jobs", parallel_jobs)
-    # The submitit launchers ask the cluster for what the trainer will use.
-    if not OmegaConf.has_resolver("processes_per_node"):
-        OmegaConf.register_new_resolver("processes_per_node", processes_per_node)
-        OmegaConf.register_new_resolver("gpus_per_node", gpus_per_node)
+    # The submitit launchers ask the cluster for what the trainer will use. Imported when
+    # used: they need torch and Lightning, which a config error should not wait for.
+    for name, module in (
+        ("parallel_jobs", "sweeps"),
+        ("processes_per_node", "distributed"),
+        ("gpus_per_node", "distributed"),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, _deferred(module, name))
+
+
+def _deferred(module: str, name: str) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        return getattr(importlib.import_module(f"cifar_lightning.run.{module}"), name)(*args)
+
+    return call
 
 
 # Every reader of the configs imports this module: their resolvers exist from then on.
@@ -237,20 +247,24 @@ def _groups_of(config_name: str) -> set[str]:
     return names | (_groups_of("train") if "train" in names else set())
 
 
+def parse_overrides(args: Sequence[str]) -> list[Override]:
+    """The ``key=value`` arguments, read by Hydra's own parser; flags and what it cannot
+    read are left for Hydra to report."""
+    parser, parsed = OverridesParser.create(), []
+    for arg in args:
+        if not arg.startswith("-"):
+            with contextlib.suppress(OverrideParseException):
+                parsed.extend(parser.parse_overrides([arg]))
+    return parsed
+
+
 def _foreign_group(config_name: str) -> ConfigError | None:
     """A ``group=option`` argument for a group this command does not use, if there is one."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     groups = _groups_of(config_name)
-    for arg in sys.argv[1:]:
-        if arg.startswith("-") or "=" not in arg:
-            continue
-        try:
-            (override,) = OverridesParser.create().parse_overrides([arg])
-        except OverrideParseException:
-            continue
+    for override in parse_overrides(sys.argv[1:]):
         key = override.key_or_group
         if Path(CONFIG_DIR, key).is_dir() and key not in groups and not key.startswith("hydra"):
+            arg = override.input_line
             return ConfigError(
                 f"{arg}: this command takes no {key} option (conf/{config_name}.yaml has no "
                 f"{key} group).",
@@ -274,3 +288,39 @@ def run_hydra(hydra_main: Callable[[], Any], config_name: str = "train") -> None
         except (HydraException, OmegaConfBaseException) as e:
             foreign = isinstance(e, ConfigCompositionException) and _foreign_group(config_name)
             raise (foreign or config_error(e)) from None
+
+
+def batched_aug_options(conf: str | Path | None = None) -> list[str]:
+    """The ``aug=`` options whose yaml has a ``batched:`` node (so the device loader takes them)."""
+    names = []
+    for path in sorted(Path(conf or CONFIG_DIR, "aug").glob("*.yaml")):
+        node = OmegaConf.load(path)
+        if isinstance(node, DictConfig) and node.get("batched") is not None:
+            names.append(path.stem)
+    return names
+
+
+def batched_augmentation(cfg: DictConfig, needed_by: str | None = None) -> Any:
+    """The run's batched augmentation when ``data.loader=device`` asks for it, else None.
+
+    ``needed_by`` names another user that needs it whatever the loader (the benchmark).
+    An aug with no ``batched:`` node (albumentations, rotations, colour jitter: what these
+    ops cannot express exactly) cannot run on the device loader; say so before any work
+    starts rather than silently training with a different augmentation.
+    """
+    if needed_by is None and cfg.data.get("loader", "classic") != "device":
+        return None
+    node = cfg.aug.get("batched")
+    if node is None:
+        name = chosen_option("aug")
+        which = f"aug={name}" if name else "the chosen aug"
+        works = ", ".join(f"aug={o}" for o in batched_aug_options())
+        fix = f"pick an aug the device loader runs: {works}"
+        if needed_by is None:
+            fix = f"drop data.loader=device to run {which} on the classic loader, or {fix}"
+        raise ConfigError(
+            f"{which} has no batched form (no `batched:` node in its yaml), so "
+            f"{needed_by or 'data.loader=device'} cannot run it.",
+            fix=fix,
+        )
+    return build(node, "aug")

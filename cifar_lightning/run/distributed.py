@@ -1,16 +1,9 @@
 """One run, several processes: every rank must write into the same run directory.
 
-Lightning's own DDP launcher (``trainer=ddp``) re-runs the command for ranks 1… with
-``hydra.run.dir`` set to rank 0's directory, so they agree by construction. An outside
-launcher — ``torchrun``, ``srun`` or a hand-started process per node — starts every process
-itself, and each one composes its own config: left alone, each would claim its own
-timestamped directory (they start a second apart, or ``claim_dir`` adds ``-1``).
-:func:`shared_claim` makes them agree: under torchrun rank 0 claims the directory and hands
-the name to the others through torchrun's own key-value store; elsewhere there is nothing
-to hand it through, so the run stops at once and asks for one directory for all processes.
-
-Separately, :func:`check_launch` rejects the one combination that silently misbehaves:
-Lightning re-running the command line from inside a Hydra sweep.
+Lightning's DDP launcher re-runs the command with rank 0's ``hydra.run.dir``; an outside
+launcher (torchrun, srun, a process per node) starts every process itself, and each would
+claim its own directory. Under torchrun rank 0 claims it and hands the name over torchrun's
+key-value store; elsewhere the run stops and asks for one directory for all processes.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """``python -m cifar_lightning.evaluate ckpt_path=PATH``: a checkpoint's test results, in full.
 
-Needs nothing but the checkpoint: the model comes back from its saved hyper-parameters and the
-data pipeline from the run config it carries (any ``data.*`` key can be overridden). The test
-pass is Lightning's own ``trainer.test`` with the same :class:`EvaluationFigures` callback
-that runs at the end of training, so the numbers and pictures mean the same thing in both.
-Writes ``eval.json``, the PNGs and TensorBoard events into its own run dir.
+Needs nothing but the checkpoint: the model comes back from its hyper-parameters and the data
+from the run config it carries (``data=…`` or ``data.*`` override it). The test pass is
+``trainer.test`` with the callback that draws the pictures at the end of training, so the
+numbers and pictures mean the same thing in both.
 """
 
 from __future__ import annotations
@@ -16,22 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import RichProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from cifar_lightning.atomic import atomic_write
 from cifar_lightning.errors import ConfigError, UserError, exit_on_user_error
 from cifar_lightning.run import log_filters, schema
 from cifar_lightning.run.checkpoints import load_classifier
 from cifar_lightning.run.config import CONFIG_DIR, build, run_hydra
 from cifar_lightning.run.record import discard_unused_run_dir
 from cifar_lightning.run.trainer import device_name, make_trainer
-from cifar_lightning.training.callbacks.run_pictures import EvaluationFigures
-from cifar_lightning.training.evaluation import Results
+from cifar_lightning.training.predictions import Results
 
 log = logging.getLogger(__name__)
 
@@ -74,24 +71,8 @@ def build_datamodule(model: Any, record: dict[str, Any], cfg: DictConfig):
             fix="evaluate on data with the classes the model was trained on (data.classes)",
         )
     datamodule.prepare_data()
-    datamodule.setup("test" if cfg.get("split", "test") == "test" else "validate")
+    datamodule.setup("test" if cfg.split == "test" else "validate")
     return datamodule
-
-
-def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: list) -> L.Trainer:
-    if cfg.trainer.get("enable_progress_bar", True):
-        callbacks = [RichProgressBar(), *callbacks]
-    logger = TensorBoardLogger(
-        save_dir=str(output_dir), name="tensorboard", version="", default_hp_metric=False
-    )
-    return make_trainer(
-        cfg.trainer,
-        callbacks,
-        logger,
-        output_dir,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-    )
 
 
 def print_summary(summary: dict[str, Any], results: Results, console: Console) -> None:
@@ -140,47 +121,32 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
             "ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt",
         )
     schema.validate(cfg)
-    split = cfg.get("split", "test")
-    if split not in SPLITS:
-        raise ConfigError(f"split={split!r} is not a split.", fix="use split=test or split=val")
-    output_dir = Path(cfg.paths.output_dir)
+    output_dir, split = Path(cfg.paths.output_dir), SPLITS[cfg.split]
     ckpt_path = Path(str(cfg.ckpt_path)).expanduser().resolve()
-
     model, record = load_classifier(ckpt_path)
-    tta = cfg.test.tta
-    model.test_tta = tta
+    model.test_tta = cfg.test.tta
     datamodule = build_datamodule(model, record, cfg)
-    loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
-    if split == "val" and datamodule.val_size == 0:
+    if cfg.split == "val" and datamodule.val_size == 0:
         log.warning("data.val_size=0: the run validated on the test set, so val = test here.")
-
-    fig_cfg = cfg.get("figures") or {}
-    pictures = EvaluationFigures(
-        dirpath=output_dir,
-        sample_size=fig_cfg.get("sample_size", 64),
-        mistakes_size=fig_cfg.get("mistakes_size", 32),
-        seed=fig_cfg.get("seed", 0),
-        val_every_n_epochs=0,
-        split_name=SPLITS[split],
+    pictures = build(cfg.figures, "figures", split_name=split)
+    loggers = [build(c, "logger") for c in cfg.logger.values() if c]
+    bar = [RichProgressBar()] if cfg.trainer.enable_progress_bar else []
+    trainer = make_trainer(
+        cfg.trainer, [*bar, pictures], loggers or False, output_dir, enable_checkpointing=False
     )
-    trainer = build_trainer(cfg, output_dir, [pictures])
-    log.info("Evaluating %s on the %s of %s", ckpt_path, SPLITS[split], datamodule.describe())
+    log.info("Evaluating %s on the %s of %s", ckpt_path, split, datamodule.describe())
+    loader = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
     (metrics,) = trainer.test(model, dataloaders=loader, verbose=False)
     results = pictures.results
     if results is None or not results.num_images:
-        raise UserError(f"the {SPLITS[split]} holds no images.", fix="check data.*")
-
+        raise UserError(f"the {split} holds no images.", fix="check data.*")
     summary = {
         "checkpoint": str(ckpt_path),
-        "split": split,
+        "split": cfg.split,
         "data": datamodule.describe(),
         "num_images": results.num_images,
-        "tta": tta,
-        "metrics": {
-            "acc": float(metrics["test/acc"]),
-            "acc_top5": float(metrics["test/acc_top5"]),
-            "loss": float(metrics["test/loss"]),
-        },
+        "tta": cfg.test.tta,
+        "metrics": {k: float(metrics[f"test/{k}"]) for k in ("acc", "acc_top5", "loss")},
         "per_class": results.per_class(),
         "classes": results.class_names,
         "confusion_matrix": results.confusion.tolist(),
@@ -194,7 +160,7 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         "run_dir": str(output_dir),
     }
     if trainer.is_global_zero:
-        (output_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write(output_dir / "eval.json", (json.dumps(summary, indent=2) + "\n").encode())
         print_summary(summary, results, console or Console())
     return summary
 

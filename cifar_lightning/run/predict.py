@@ -24,11 +24,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cifar_lightning.data.batched_aug import Normalize
 from cifar_lightning.data.imagefolder import IMAGE_SUFFIXES
-from cifar_lightning.data.transforms import eval_transform
 from cifar_lightning.errors import ConfigError, exit_on_user_error
 from cifar_lightning.run.checkpoints import load_classifier
 from cifar_lightning.run.config import CONFIG_DIR, run_hydra
+from cifar_lightning.run.trainer import pick_device
 from cifar_lightning.training import figures
 
 SIZE = 32
@@ -109,17 +110,6 @@ def load_image(path: str | Path, resize: str = "crop") -> np.ndarray:
     return np.asarray(small, dtype=np.uint8)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(
-            f"device={name!r} is not a device.", fix="use auto, cpu or cuda"
-        ) from None
-
-
 def classify(
     model: torch.nn.Module,
     images: np.ndarray,
@@ -131,14 +121,13 @@ def classify(
     batch_size: int = 256,
 ) -> list[list[tuple[str, float]]]:
     """Top-k (class, probability) for each (32, 32, 3) uint8 image."""
-    normalize = eval_transform(mean, std)
+    normalize = Normalize(mean, std)
     model = model.to(device).eval()
     tops: list[list[tuple[str, float]]] = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             chunk = torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2)
-            x = torch.stack([normalize(im) for im in chunk]).to(device)
-            probs = model(x).float().softmax(dim=1)
+            probs = model(normalize(chunk.to(device))).float().softmax(dim=1)
             values, indices = probs.topk(topk, dim=1)
             for v, i in zip(values.cpu().tolist(), indices.cpu().tolist(), strict=True):
                 tops.append([(class_names[j], p) for j, p in zip(i, v, strict=True)])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import shutil
 import time
@@ -24,7 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from cifar_lightning.atomic import atomic_write
+from cifar_lightning.run.resume import drop_superseded_events
 from cifar_lightning.run.trainer import device_name
+
+log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 # Keys only some runs fill: present, as null, in every record so that all share one schema.
@@ -77,13 +81,19 @@ def write(cfg: DictConfig, record: Mapping[str, Any], trainer: L.Trainer | None 
     """``metrics.json`` (rank zero only: DDP's ranks share the run dir), then HPARAMS."""
     if rank_zero_only.rank != 0:
         return
-    run_dir = Path(cfg.paths.output_dir)
-    text = json.dumps(record, indent=2) + "\n"
-    atomic_write(run_dir / METRICS_FILE, text.encode())
+    path = Path(cfg.paths.output_dir) / METRICS_FILE
+    atomic_write(path, (json.dumps(record, indent=2) + "\n").encode())
+    if record["status"] == "completed":
+        shown = ("val/acc_best", "test/acc", "test/acc_top5")
+        final = {k: round(v, 4) for k, v in record["metrics"].items() if k in shown and v}
+        log.info("Results in %s: %s", path, final)
     if trainer is not None and trainer.state.fn is not None:  # it got to fit or test
         config = OmegaConf.to_container(cfg, resolve=True)
         final = {k: v for k, v in record["metrics"].items() if v is not None}
         log_hparams(trainer.loggers, config, final)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):  # one value per step after a resume
+                drop_superseded_events(logger.log_dir)
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,41 +1,31 @@
-"""Continue a run in its own directory, exactly where its last checkpoint left it.
-
-``python -m cifar_lightning.train resume=RUN_DIR`` re-runs RUN_DIR's own command line (read
-from ``RUN_DIR/.hydra/overrides.yaml``) in RUN_DIR itself, from ``checkpoints/last.ckpt``
-(or ``ckpt_path=...``); overrides typed now are applied on top, e.g.
-``trainer.max_epochs=40`` to train longer. The pieces:
-
-- :func:`expand_argv` rewrites the command line before Hydra composes it (so Hydra writes
-  nothing anywhere until the resume is known to be valid);
-- :func:`checkpoint_to_load` picks and checks the checkpoint ``fit`` continues from;
-- :func:`drop_superseded_events` keeps the TensorBoard run continuous: the steps a crashed
-  session logged after its last checkpoint are logged again by the resumed one, and the old
-  copies are removed, so every curve has each step exactly once.
+"""``resume=RUN_DIR``: continue a run in its own directory, exactly where its last checkpoint
+left it, with its own command line (``RUN_DIR/.hydra/overrides.yaml``) and what is typed now
+on top. The command line is expanded before Hydra composes it, so nothing is written until
+the resume is known to be valid; the TensorBoard run stays one value per step.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import tempfile
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 import yaml
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
-from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto import event_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from cifar_lightning.errors import CheckpointError, ConfigError
+from cifar_lightning.atomic import atomic_write
+from cifar_lightning.errors import CheckpointError, ConfigError, RunInterrupted
 from cifar_lightning.run.checkpoints import RECORD_KEY, check_resumable, read_checkpoint
+from cifar_lightning.run.config import parse_overrides
+from cifar_lightning.training.callbacks.interrupt import CheckpointOnInterrupt
 
 log = logging.getLogger(__name__)
 
@@ -43,28 +33,15 @@ log = logging.getLogger(__name__)
 RESUME_KEYS = ("resume", "ckpt_path", "hydra.run.dir")
 
 
-def parse(args: Sequence[str]) -> list[Override]:
-    """The ``key=value`` arguments, read by Hydra's own parser; flags and what it cannot
-    read are left for Hydra to report."""
-    parser = OverridesParser.create()
-    parsed = []
-    for arg in args:
-        if arg.startswith("-"):
-            continue
-        with contextlib.suppress(OverrideParseException):
-            parsed.extend(parser.parse_overrides([arg]))
-    return parsed
-
-
 def override_key(override: str) -> str:
     """``+a.b=1`` -> ``a.b``; ``~a`` -> ``a``; ``model=x`` -> ``model``."""
-    found = parse([override])
+    found = parse_overrides([override])
     return found[0].key_or_group if found else override
 
 
 def _value(args: Sequence[str], key: str) -> Any:
-    values = [o.value() for o in parse(args) if o.key_or_group == key and not o.is_delete()]
-    return values[-1] if values else None
+    found = [o for o in parse_overrides(args) if o.key_or_group == key and not o.is_delete()]
+    return found[-1].value() if found else None
 
 
 def _quote(path: Path) -> str:
@@ -73,17 +50,13 @@ def _quote(path: Path) -> str:
 
 def newest_run_with_checkpoint(output_root: Path) -> Path | None:
     candidates = list(output_root.glob("**/checkpoints/last.ckpt"))
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: p.stat().st_mtime).parent.parent
+    newest = max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+    return newest.parent.parent if newest else None
 
 
 def expand_argv(args: list[str]) -> list[str]:
-    """The command line with ``resume=RUN_DIR`` expanded; unchanged without it.
-
-    Checks that RUN_DIR is a run: a mistyped resume must fail before Hydra rewrites the
-    run's ``.hydra/`` bookkeeping (as must a bad checkpoint: :func:`check_before_run`).
-    """
+    """The command line with ``resume=RUN_DIR`` expanded (checked to be a run); unchanged
+    without it."""
     resume = _value(args, "resume")
     ckpt_path = _value(args, "ckpt_path")
     if resume is None:
@@ -148,33 +121,16 @@ def checkpoint_to_load(cfg: DictConfig, model: torch.nn.Module) -> str | None:
     checkpoint = read_checkpoint(path)
     check_resumable(checkpoint, path, model)
     check_same_run(checkpoint, path, cfg)
-    log.info(
-        "Resuming from %s (epoch %s, step %s).",
-        path,
-        checkpoint.get("epoch"),
-        checkpoint.get("global_step"),
-    )
+    step = checkpoint["global_step"]
+    log.info("Resuming from %s (epoch %s, step %s).", path, checkpoint["epoch"], step)
     return str(path)
 
 
 # What a continued run must keep: the checkpoint's optimizer state, schedule and data order
 # belong to these values. (trainer.* limits, logging, callbacks and workers may change.)
-FIXED = (
-    "seed",
-    "model",
-    "optim",
-    "sched",
-    "aug",
-    "loss",
-    "data.source",
-    "data.root",
-    "data.classes",
-    "data.val_size",
-    "data.split_seed",
-    "data.shuffle_seed",
-    "data.batch_size",
-    "trainer.accumulate_grad_batches",
-)
+FIXED = ("seed", "model", "optim", "sched", "aug", "loss", "trainer.accumulate_grad_batches")
+FIXED += tuple(f"data.{k}" for k in ("source", "root", "classes", "val_size", "split_seed"))
+FIXED += ("data.shuffle_seed", "data.batch_size")
 # The run's length: a schedule (one-cycle, cosine) was laid out for it.
 LENGTH = ("trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches")
 
@@ -188,12 +144,9 @@ def _select(config: Any, key: str) -> Any:
 
 
 def check_same_run(checkpoint: dict[str, Any], path: Path, cfg: DictConfig) -> None:
-    """Refuse to continue a checkpoint under a config that would make it another run.
-
-    A different model, optimizer, schedule or data order would either fail deep in
-    Lightning or silently train something that is neither run; a new length breaks a
-    schedule laid out for the old one (one-cycle refuses to step past its end).
-    """
+    """Refuse a config that would make the checkpoint's run another run: it would fail deep
+    in Lightning, or silently train something that is neither (a schedule laid out for the
+    old length, one-cycle refusing to step past its end)."""
     recorded = (checkpoint.get(RECORD_KEY) or {}).get("config")
     if not recorded:
         return
@@ -265,13 +218,11 @@ def _first_wall_time(path: Path) -> float:
 def drop_superseded_events(log_dir: str | Path) -> int:
     """Remove events that a later session of the same run logged again; returns how many.
 
-    Each session (the first one, every resume) writes its own event files. When a session
-    logs a tag from step ``s`` on, the earlier sessions' events of that tag at steps >= ``s``
-    are what a crash left behind after the last checkpoint: they are superseded. This is
-    TensorBoard's own "purge orphaned data" rule, applied to the files themselves, so that
-    every reader — TensorBoard, its data server, the event accumulator, a pandas script —
-    sees one value per step. Earlier sessions' files are rewritten atomically; the newest
-    session's are not touched (they may still be open for writing).
+    When a session (each resume is one) logs a tag from step ``s`` on, earlier sessions'
+    events of that tag at steps >= ``s`` are what a crash left after the last checkpoint.
+    TensorBoard's "purge orphaned data" rule, applied to the files themselves (``purge_step``
+    only hides them from TensorBoard's own reader), so every reader sees one value per step.
+    The newest session's files, maybe still open, are never touched.
     """
     files = sorted(Path(log_dir).glob("events.out.tfevents.*"), key=_first_wall_time)
     sessions: dict[str, list[Path]] = {}
@@ -307,16 +258,34 @@ def drop_superseded_events(log_dir: str | Path) -> int:
 
 
 def _rewrite(path: Path, events: list[event_pb2.Event]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer = RecordWriter(f)
-            for event in events:
-                writer.write(event.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    def write(f) -> None:
+        writer = RecordWriter(f)
+        for event in events:
+            writer.write(event.SerializeToString())
+
+    atomic_write(path, write)
+
+
+def command(cfg: DictConfig) -> str:
+    return f"python -m cifar_lightning.train resume={cfg.paths.output_dir}"
+
+
+def interruption(cfg: DictConfig, trainer: L.Trainer) -> RunInterrupted | None:
+    """After ``fit``: the SIGTERM/Ctrl-C that stopped it, if one did, saying how to go on."""
+    interrupt = next((c for c in trainer.callbacks if isinstance(c, CheckpointOnInterrupt)), None)
+    signum = interrupt.signal if interrupt is not None else None
+    if not (signum or trainer.received_sigterm):
+        return None
+    signum = signum or signal.SIGTERM
+    saved = interrupt.saved_path if interrupt is not None else None
+    where = (
+        f"{saved} holds step {interrupt.saved_step}"
+        if saved
+        else "nothing was saved on the way out; the last periodic checkpoint is kept"
+    )
+    return RunInterrupted(
+        f"training stopped on {signal.Signals(signum).name} at step {trainer.global_step} "
+        f"(epoch {trainer.current_epoch}); {where}.",
+        fix=f"continue it with: {command(cfg)}",
+        signum=signum,
+    )

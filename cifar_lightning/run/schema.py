@@ -78,6 +78,7 @@ class Run:
     seed: int = checked(42, lambda v: 0 <= v < 2**32, "must be in [0, 2**32)", "42")
     resume: str | None = None
     ckpt_path: str | None = None
+    split: str = one_of("test", "test", "val")  # evaluate's
 
 
 @dataclass

@@ -1,13 +1,7 @@
-"""What a job does differently when it is one of a Hydra sweep's jobs (``-m``).
-
-* A failure fails this job only. Outside a sweep a :class:`UserError` ends the process with
-  its exit code; inside one, ``sys.exit`` would take the other jobs down with it (Hydra's
-  launchers catch exceptions, not exits). So the job prints the message, records the
-  failure in its ``metrics.json`` and re-raises: the launcher marks the job failed and the
-  sweep goes on — how far depends on the sweeper (see the README's "Scaling out").
-* Under the joblib launcher on a machine with several GPUs, each job takes a GPU of its own
-  (joblib itself knows nothing about GPUs).
-* For Optuna, the job returns the number to optimize, and says so when it is missing.
+"""What a job does differently when it is one of a Hydra sweep's jobs (``-m``): its failure
+is recorded and fails it only (``sys.exit`` would take the other jobs down: launchers catch
+exceptions, not exits); under joblib on several GPUs it takes a GPU of its own; for Optuna it
+returns the number to optimize.
 """
 
 from __future__ import annotations
@@ -28,7 +22,7 @@ from hydra.types import RunMode
 from joblib import effective_n_jobs
 from omegaconf import DictConfig
 
-from cifar_lightning.errors import ConfigError, UserError, report
+from cifar_lightning.errors import ConfigError, JobFailed, UserError, report
 from cifar_lightning.run import record
 
 log = logging.getLogger(__name__)
@@ -36,10 +30,6 @@ log = logging.getLogger(__name__)
 # Machine-wide (per user), not per sweep: two sweeps running side by side share the GPUs
 # evenly instead of both starting on GPU 0.
 GPU_LOCK_DIR = Path(tempfile.gettempdir()) / f"cifar-lightning-gpus-{os.getuid()}"
-
-
-class JobFailed(Exception):
-    """A sweep job's failure, already reported: the sweep ends with exit code 1."""
 
 
 def in_sweep() -> bool:

@@ -8,28 +8,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from cifar_lightning.data import batched_aug
 from cifar_lightning.errors import RunInterrupted, UserError, exit_on_user_error
 from cifar_lightning.run import checks, log_filters, record, resume, sweeps, timing, tune
 from cifar_lightning.run.checkpoints import CheckpointRecord
-from cifar_lightning.run.config import CONFIG_DIR, build, run_hydra
+from cifar_lightning.run.config import CONFIG_DIR, batched_augmentation, build, run_hydra
 from cifar_lightning.run.distributed import check_launch
 from cifar_lightning.run.trainer import make_trainer
-from cifar_lightning.training.callbacks import CheckpointOnInterrupt, ResumableRun, RunClock
+from cifar_lightning.training.callbacks import ResumableRun, RunClock
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +33,15 @@ log = logging.getLogger(__name__)
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
     """``callbacks/``, ``speed``, and the callbacks that are part of what a run is."""
     callbacks: list[Callback] = [build(c, "callbacks") for c in cfg.callbacks.values() if c]
-    callbacks.append(build(cfg.speed, "speed"))
     # Always on, so not config: exact resume (per-step seeds, log flushes) and the
-    # checkpoint's record; the clock exists only in a timed run.
-    callbacks += [ResumableRun(cfg.seed), CheckpointRecord(resolved(cfg))]
-    if cfg.timing.enabled:
-        callbacks.insert(0, RunClock())  # first: its segments close before other hooks run
+    # checkpoint's record; the clock exists only in a timed run, first to close its segments.
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    callbacks += [build(cfg.speed, "speed"), ResumableRun(cfg.seed), CheckpointRecord(run_config)]
+    callbacks = [RunClock(), *callbacks] if cfg.timing.enabled else callbacks
     # Lightning refuses a progress bar / summary callback when its Trainer flag is off.
-    if not cfg.trainer.get("enable_progress_bar", True):
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    if not cfg.trainer.get("enable_model_summary", True):
-        callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
-    return callbacks
+    off = (ProgressBar,) * (not cfg.trainer.enable_progress_bar)
+    off += (ModelSummary,) * (not cfg.trainer.enable_model_summary)
+    return [c for c in callbacks if not isinstance(c, off)]
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
@@ -56,58 +49,19 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     return make_trainer(cfg.trainer, build_callbacks(cfg), loggers or False, cfg.paths.output_dir)
 
 
-def fit(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, datamodule: Any) -> None:
-    """``trainer.fit``, continuing from ``resume``/``ckpt_path``; SIGTERM/Ctrl-C end it with
-    :class:`RunInterrupted`, which says how to continue."""
-    ckpt_path = resume.checkpoint_to_load(cfg, model)
-    if cfg.resume:  # continuing in its own directory: expected
-        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-    interrupt = next((c for c in trainer.callbacks if isinstance(c, CheckpointOnInterrupt)), None)
-    with contextlib.suppress(SIGTERMException):  # Lightning's way out after our save
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    stopped = trainer.received_sigterm or (interrupt is not None and interrupt.signal)
-    if not stopped:
-        return
-    signum = interrupt.signal if interrupt is not None and interrupt.signal else signal.SIGTERM
-    saved = interrupt.saved_path if interrupt is not None else None
-    where = (
-        f"{saved} holds step {interrupt.saved_step}"
-        if saved and interrupt
-        else "nothing was saved on the way out; the last periodic checkpoint is kept"
-    )
-    raise RunInterrupted(
-        f"training stopped on {signal.Signals(signum).name} at step {trainer.global_step} "
-        f"(epoch {trainer.current_epoch}); {where}.",
-        fix=f"continue it with: {resume_command(cfg)}",
-        signum=signum,
-    )
-
-
-def resolved(cfg: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
-def describe(model: Any) -> str:
-    return f"{type(model).__name__} ({model.num_parameters:,} parameters)"
-
-
-def resume_command(cfg: DictConfig) -> str:
-    return f"python -m cifar_lightning.train resume={cfg.paths.output_dir}"
-
-
 def test(cfg: DictConfig, trainer: L.Trainer, model: Any, datamodule: Any) -> str | None:
     """Test ``test.ckpt``'s weights (best by val/acc, or the last); returns which."""
     if not cfg.test.enabled:
         return None
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    use_best = cfg.test.ckpt == "best" and bool(best)
     if cfg.test.ckpt == "best" and not best:
         log.warning("No best checkpoint was saved; testing the final weights.")
-    if use_best and cfg.data.val_size == 0:
+    elif cfg.test.ckpt == "best" and cfg.data.val_size == 0:
         log.warning(
             "data.val_size=0 validates on the test set, so the 'best' checkpoint was picked by "
             "test accuracy and its test number is optimistic; test.ckpt=last avoids that."
         )
+    use_best = cfg.test.ckpt == "best" and bool(best)
     # The path, not "best": with several ModelCheckpoints Lightning would warn.
     trainer.test(model, datamodule=datamodule, ckpt_path=best if use_best else None)
     return "best" if use_best else "last"
@@ -123,14 +77,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test; writes (and returns) ``metrics.json``, whatever becomes of the run."""
     started = time.perf_counter()
     checks.check(cfg)  # a config that cannot run leaves nothing behind
-    trainer: L.Trainer | None = None
-    extra: dict[str, Any] = {}
-    fit_metrics: dict[str, Any] = {}
+    trainer, extra, fit_metrics = None, {}, {}
     try:
         L.seed_everything(cfg.seed, workers=True)
         trainer = build_trainer(cfg)  # first: a bad trainer.* value fails before data loading
-        pipeline = build(cfg.aug.pipeline, "aug")
-        datamodule = build(cfg.data, "data", aug=pipeline, batched_aug=batched_aug.from_config(cfg))
+        aug, batched = build(cfg.aug.pipeline, "aug"), batched_augmentation(cfg)
+        datamodule = build(cfg.data, "data", aug=aug, batched_aug=batched)
         if trainer.world_size == 1:  # missing data fails now; DDP prepares on rank zero
             datamodule.prepare_data()
             datamodule.setup("fit")
@@ -140,30 +92,29 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         model.test_tta = cfg.test.tta
         warmup_s = timing.warm_up(cfg, model, datamodule)
         check_launch(trainer, in_sweep=sweeps.in_sweep())
-        log.info("Data: %s; model: %s", datamodule.describe(), describe(model))
-        fit(cfg, trainer, model, datamodule)
+        log.info("Data: %s; model: %s (%s parameters)", datamodule.describe(),
+                 type(model).__name__, f"{model.num_parameters:,}")  # fmt: skip
+        ckpt_path = resume.checkpoint_to_load(cfg, model)
+        if cfg.resume:  # continuing in its own directory: expected
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not")
+        with contextlib.suppress(SIGTERMException):  # Lightning's way out after our save
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if (stopped := resume.interruption(cfg, trainer)) is not None:
+            raise stopped
         fit_metrics = dict(trainer.callback_metrics)
         extra["tested"] = test(cfg, trainer, model, datamodule)
         extra["timing"] = timing.report(cfg, trainer, warmup_s)
     except BaseException as error:
-        stopped = isinstance(error, RunInterrupted | KeyboardInterrupt)
+        interrupted = isinstance(error, RunInterrupted | KeyboardInterrupt)
         if isinstance(error, RunInterrupted):
-            extra["resume_with"] = resume_command(cfg)
+            extra["resume_with"] = resume.command(cfg)
         extra["error"] = record.describe_error(error)
-        failed = record.build(
-            cfg, "interrupted" if stopped else "failed", started, trainer, **extra
-        )
-        record.write(cfg, failed, trainer)
+        status = "interrupted" if interrupted else "failed"
+        record.write(cfg, record.build(cfg, status, started, trainer, **extra), trainer)
         raise
     metrics = {**fit_metrics, **trainer.callback_metrics}
     results = record.build(cfg, "completed", started, trainer, metrics, **extra)
     record.write(cfg, results, trainer)
-    for logger in trainer.loggers if trainer.is_global_zero else ():
-        if isinstance(logger, TensorBoardLogger):  # one value per step after a resume
-            resume.drop_superseded_events(logger.log_dir)
-    shown = ("val/acc_best", "test/acc", "test/acc_top5")
-    final = {k: round(v, 4) for k, v in results["metrics"].items() if k in shown and v is not None}
-    log.info("Results in %s: %s", Path(cfg.paths.output_dir) / record.METRICS_FILE, final)
     return results
 
 

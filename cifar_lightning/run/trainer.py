@@ -76,3 +76,18 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return f"{device.type}: {cpu}"
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: the GPU if there is one, else the CPU; or cpu, gpu, cuda, cuda:1, mps …"""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device("cuda" if name == "gpu" else name)
+    except RuntimeError:
+        raise ConfigError(
+            f"device={name!r} is not a device.", fix="use auto, cpu or cuda"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{name} asked for, but no CUDA GPU is visible.", fix="use cpu or auto")
+    return device

@@ -1,15 +1,10 @@
 """``tune.lr_find=true``: an LR range test before training (Lightning's ``Tuner.lr_find``).
 
-The test trains for ``tune.num_training`` steps while the learning rate grows from
-``tune.min_lr`` to ``tune.max_lr`` and records the loss; Lightning suggests the LR where the
-loss falls fastest. That suggestion becomes ``optim.lr`` and, for one-cycle, its ``max_lr``
-(seed 004 found its LR this way). The plot goes into the run dir as ``lr_find.png`` and into
-TensorBoard; the suggestion into ``metrics.json``.
-
-The test runs on its own Trainer, so a run cut short with ``trainer.max_epochs`` or
-``trainer.limit_train_batches`` still gets a full range test, and on a throwaway copy of the
-model inside a saved RNG state, so the run that follows is exactly the run one would get by
-passing the suggested LR directly (see ``train.find_lr``).
+The test trains ``tune.num_training`` steps while the LR grows from ``tune.min_lr`` to
+``tune.max_lr``; the LR where the loss falls fastest becomes ``optim.lr`` and the one-cycle
+``max_lr`` (seed 004 found its LR this way). It runs on its own Trainer (a run cut short
+still gets a full test) and on a throwaway copy of the model inside a saved RNG state, so the
+run that follows is exactly the one the suggested LR on the command line would give.
 """
 
 from __future__ import annotations
@@ -21,37 +16,25 @@ import os
 import random
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig
 
 from cifar_lightning.errors import ConfigError, UserError
 from cifar_lightning.run.config import build
 from cifar_lightning.run.trainer import make_trainer
+from cifar_lightning.training import figures
 
 log = logging.getLogger(__name__)
 
 PLOT_NAME = "lr_find.png"
-
-
-@dataclass
-class LRFindResult:
-    suggestion: float
-    lrs: list[float]
-    losses: list[float]
-    plot_path: Path
-    finder: Any  # Lightning's _LRFinder: draws the plot
-
-    def record(self) -> dict[str, Any]:
-        """What metrics.json keeps."""
-        return {"suggestion": self.suggestion, "steps": len(self.lrs), "plot": str(self.plot_path)}
 
 
 def check(tune: DictConfig, trainer: DictConfig) -> None:
@@ -99,36 +82,42 @@ def rng_preserved() -> Iterator[None]:
 
 
 def find_lr(cfg: DictConfig, datamodule: Any, loggers: Iterable[Logger]) -> dict[str, Any] | None:
-    """The range test on a throwaway copy of the model, inside a saved RNG state: the model
-    built next has the same initial weights, and the run the same random streams, as a run
-    given the suggested LR on the command line. Returns what metrics.json keeps."""
+    """Run the test, use its suggestion, publish its plot; returns what metrics.json keeps."""
     with rng_preserved():
-        result = lr_range_test(
-            build(cfg.model, "model"), datamodule, cfg, Path(cfg.paths.output_dir)
-        )
-    if result is None:
+        finder = _range_test(build(cfg.model, "model"), datamodule, cfg)
+    if finder is None:  # Lightning skips it under fast_dev_run
+        log.warning("trainer.fast_dev_run: skipping the LR range test; optim.lr stays as set.")
         return None
-    use_lr(cfg, result.suggestion)
-    log_figure(loggers, result)
-    return result.record()
+    suggestion, losses = finder.suggestion(), list(finder.results["loss"])
+    if suggestion is None:
+        finite = sum(math.isfinite(loss) for loss in losses)
+        raise UserError(
+            f"the LR range test gave no suggestion: {finite} of its {len(losses)} steps "
+            f"(tune.num_training={cfg.tune.num_training}) gave a finite loss before it "
+            "diverged, too few to find where the loss falls fastest.",
+            fix="lower tune.max_lr or raise tune.early_stop_threshold (null: never stop "
+            "early); or set optim.lr yourself with tune.lr_find=false",
+        )
+    use_lr(cfg, suggestion)
+    fig = finder.plot(suggest=True)  # loss against LR, log scale, the suggestion marked
+    fig.axes[0].set_title(f"LR range test: suggested lr = {suggestion:.3g}")
+    fig.axes[0].grid(True, which="both", alpha=0.3)
+    path = Path(cfg.paths.output_dir) / PLOT_NAME
+    figures.publish(fig, path, loggers, "tune/lr_find")
+    plt.close(fig)
+    log.info("LR range test (%d steps): suggested lr %.4g; plot: %s", len(losses), suggestion, path)
+    return {"suggestion": float(suggestion), "steps": len(losses), "plot": str(path)}
 
 
-def lr_range_test(
-    model: L.LightningModule, datamodule: Any, cfg: DictConfig, output_dir: Path
-) -> LRFindResult | None:
-    """Run the test on ``model`` (whose weights Lightning restores afterwards).
-
-    Returns None when the Trainer skips it (``trainer.fast_dev_run``).
-    """
+def _range_test(model: L.LightningModule, datamodule: Any, cfg: DictConfig) -> Any:
     tune = cfg.tune
     if cfg.trainer.get("fast_dev_run"):
-        log.warning("trainer.fast_dev_run: skipping the LR range test; optim.lr stays as set.")
         return None
     # Its own length is num_training steps, whatever limits the run has (max_steps also
     # gives the model's one-cycle schedule, replaced by the test's, a finite length).
     trainer = make_trainer(
         cfg.trainer,
-        default_root_dir=output_dir,
+        default_root_dir=cfg.paths.output_dir,
         max_epochs=-1,
         devices=1,
         num_nodes=1,
@@ -141,10 +130,9 @@ def lr_range_test(
         plugins=None,  # its scratch checkpoint is Lightning's own, not a run's
     )
     with _quiet():
-        finder = Tuner(trainer).lr_find(
+        return Tuner(trainer).lr_find(
             model,
-            # Training batches only: validating during a range test would only cost time.
-            train_dataloaders=datamodule.train_dataloader(),
+            train_dataloaders=datamodule.train_dataloader(),  # no validation: only time
             min_lr=float(tune.min_lr),
             max_lr=float(tune.max_lr),
             num_training=int(tune.num_training),
@@ -152,42 +140,12 @@ def lr_range_test(
             early_stop_threshold=tune.get("early_stop_threshold"),
             update_attr=False,
         )
-    if finder is None:  # Lightning skipped it (it does so only for fast_dev_run)
-        return None
-    suggestion = finder.suggestion()
-    lrs, losses = list(finder.results["lr"]), list(finder.results["loss"])
-    if suggestion is None:
-        finite = sum(math.isfinite(loss) for loss in losses)
-        raise UserError(
-            f"the LR range test gave no suggestion: {finite} of its {len(lrs)} steps "
-            f"(tune.num_training={tune.num_training}) gave a finite loss before it diverged, "
-            "too few to find where the loss falls fastest.",
-            fix="lower tune.max_lr or raise tune.early_stop_threshold (null: never stop "
-            "early); or set optim.lr yourself with tune.lr_find=false",
-        )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    result = LRFindResult(float(suggestion), lrs, losses, output_dir / PLOT_NAME, finder)
-    fig = figure(result)
-    fig.savefig(result.plot_path, dpi=120, bbox_inches="tight")
-    _close(fig)
-    log.info(
-        "LR range test (%d steps, lr %.1e to %.1e): suggested lr %.4g; plot: %s",
-        len(lrs),
-        tune.min_lr,
-        tune.max_lr,
-        result.suggestion,
-        result.plot_path,
-    )
-    return result
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Drop two notices Lightning gives on every range test that mean nothing here.
-
-    The test trains without validation on purpose, and saves a scratch checkpoint of the
-    initial weights (restored afterwards) without saying weights_only.
-    """
+    """Drop Lightning's notices that the test has no validation (on purpose) and that its
+    scratch checkpoint of the initial weights loads without weights_only."""
     checkpoint_log = logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector")
     level = checkpoint_log.level
     checkpoint_log.setLevel(logging.WARNING)
@@ -205,27 +163,3 @@ def use_lr(cfg: DictConfig, lr: float) -> None:
     scheduler = cfg.sched.get("scheduler")
     if scheduler is not None and "max_lr" in scheduler:
         scheduler.max_lr = lr
-
-
-def figure(result: LRFindResult):
-    """Loss against LR, log scale, the suggestion marked in red."""
-    fig = result.finder.plot(suggest=True)
-    ax = fig.axes[0]
-    ax.set_title(f"LR range test: suggested lr = {result.suggestion:.3g}")
-    ax.axvline(result.suggestion, color="red", linestyle=":", linewidth=1)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.set_size_inches(6.4, 4.2)
-    return fig
-
-
-def log_figure(loggers: Iterable[Logger], result: LRFindResult) -> None:
-    """The same plot in TensorBoard's IMAGES tab (``tune/lr_find``)."""
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure("tune/lr_find", figure(result), global_step=0)
-
-
-def _close(fig) -> None:
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)

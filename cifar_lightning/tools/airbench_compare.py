@@ -3,13 +3,12 @@
     python -m cifar_lightning.airbench_compare --airbench PATH/airbench94.py \\
         --data ../shared/data/cifar10-jpeg.tar.gz --runs 5
 
-Side by side in one session, on the same GPU and the same images: airbench94 (a fetched copy
-of github.com/KellerJordan/cifar10-airbench, never part of this repository; its legacy
-``airbench94.py`` runs 25 times and prints a row per run) and ``experiment=speedrun``
-(``--runs`` jobs, seeds 0…N-1). airbench loads ``cifar10/train.pt`` and ``test.pt`` from its
-working directory when they exist, so both get the decoded arrays of ``--data``. Prints mean ±
-std test accuracy and training time (CUDA events, warm-up excluded, as airbench reports it),
-the time ratio and the GPU; the last line is one JSON object with every figure.
+Runs, in one session on the same GPU and images, airbench94 (a fetched copy of
+github.com/KellerJordan/cifar10-airbench, never part of this repository: its 25 runs) and
+``--runs`` jobs of ``experiment=speedrun`` (seeds 0…N-1). airbench gets the decoded ``--data``
+as its ``cifar10/{train,test}.pt`` cache. Prints mean ± std test accuracy and training time (CUDA
+events, warm-up excluded, as airbench reports it), the time ratio and the GPU; the last line is
+one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -31,86 +30,66 @@ from cifar_lightning.data.imagefolder import load_imagefolder
 from cifar_lightning.data.sources import CIFAR10_CLASSES, Splits
 from cifar_lightning.errors import UserError, exit_on_user_error
 
+_ROW = re.compile(r"^\|\s*(\S*)\s*\|\s*eval\s*\|(.*)$")
+
 
 def export_for_airbench(splits: Splits, directory: Path) -> None:
-    """The arrays in airbench's own cache format: ``{images, labels, classes}`` per split."""
+    """airbench's own cache format, a ``{images, labels, classes}`` file per split; images
+    are (N, 32, 32, 3) uint8, as torchvision stores them."""
     directory.mkdir(parents=True, exist_ok=True)
     for name, split in (("train", splits.train), ("test", splits.test)):
-        torch.save(
-            {
-                "images": torch.from_numpy(split.images),  # (N, 32, 32, 3) uint8, as torchvision
-                "labels": torch.from_numpy(split.labels),
-                "classes": list(splits.classes),
-            },
-            directory / f"{name}.pt",
-        )
-
-
-_ROW = re.compile(r"^\|\s*(\S*)\s*\|\s*eval\s*\|(.*)$")
+        images, labels = torch.from_numpy(split.images), torch.from_numpy(split.labels)
+        data = {"images": images, "labels": labels, "classes": list(splits.classes)}
+        torch.save(data, directory / f"{name}.pt")
 
 
 def parse_airbench(output: str) -> list[dict[str, float]]:
     """airbench94's final row per run: ``| run | eval | … | tta_val_acc | total_time_seconds |``."""
-    runs = []
-    for line in output.splitlines():
-        m = _ROW.match(line.strip())
-        if m:
-            cells = [c.strip() for c in m.group(2).strip().strip("|").split("|")]
-            runs.append({"acc": float(cells[-2]), "time_s": float(cells[-1])})
-    return runs
+    rows = [m.group(2) for line in output.splitlines() if (m := _ROW.match(line.strip()))]
+    cells = [[c.strip() for c in row.strip().strip("|").split("|")] for row in rows]
+    return [{"acc": float(c[-2]), "time_s": float(c[-1])} for c in cells]
 
 
-def summarize(values: list[float]) -> dict[str, float]:
-    return {
-        "mean": statistics.mean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "n": len(values),
-    }
+def summarize(runs: list[dict[str, float]], key: str) -> dict[str, float]:
+    values = [r[key] for r in runs]
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.mean(values), "std": std, "n": len(values)}
+
+
+def _run(cmd: list[str], log: Path, what: str, cwd: Path | None = None) -> str:
+    """``cmd``'s stdout; its whole output is kept in ``log``, which a failure points to."""
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise UserError(
+            f"{what} exited with {proc.returncode}; see {log}.",
+            fix="its last lines say why; rerun it by hand to debug",
+        )
+    return proc.stdout
 
 
 def run_airbench(script: Path, data_dir: Path, work: Path) -> list[dict[str, float]]:
     work.mkdir(parents=True, exist_ok=True)
     shutil.copytree(data_dir, work / "cifar10", dirs_exist_ok=True)
-    proc = subprocess.run([sys.executable, str(script)], cwd=work, capture_output=True, text=True)
-    (work / "airbench.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        raise UserError(
-            f"airbench exited with {proc.returncode}; see {work / 'airbench.log'}.",
-            fix="run it by hand in that directory to see why",
-        )
-    return parse_airbench(proc.stdout)
+    cmd = [sys.executable, str(script)]
+    return parse_airbench(_run(cmd, work / "airbench.log", "airbench", cwd=work))
 
 
 def run_speedrun(data: Path, runs: int, work: Path, extra: list[str]) -> list[dict[str, float]]:
     seeds = ",".join(str(s) for s in range(runs))
-    cmd = [
-        sys.executable,
-        "-m",
-        "cifar_lightning.train",
-        "-m",
-        "experiment=speedrun",
-        f"seed={seeds}",
-        "data=imagefolder",
-        f"data.root={data}",
-        f"paths.output_root={work}",
-        *extra,
+    cmd = [sys.executable, "-m", "cifar_lightning.train", "-m", "experiment=speedrun"]
+    cmd += [f"seed={seeds}", "data=imagefolder", f"data.root={data}", f"paths.output_root={work}"]
+    _run([*cmd, *extra], work / "speedrun.log", "the speedrun sweep")
+    records = [json.loads(p.read_text()) for p in sorted(work.glob("multirun/*/*/*/metrics.json"))]
+    return [
+        {
+            "acc": r["metrics"]["test/acc"],
+            "time_s": r["timing"]["total_s"],
+            "cold_start_s": r["timing"]["cold_start_s"],
+        }
+        for r in records
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    (work / "speedrun.log").parent.mkdir(parents=True, exist_ok=True)
-    (work / "speedrun.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        raise UserError(f"the speedrun sweep failed; see {work / 'speedrun.log'}.")
-    results = []
-    for path in sorted(work.glob("multirun/*/*/*/metrics.json")):
-        record = json.loads(path.read_text())
-        results.append(
-            {
-                "acc": record["metrics"]["test/acc"],
-                "time_s": record["timing"]["total_s"],
-                "cold_start_s": record["timing"]["cold_start_s"],
-            }
-        )
-    return results
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,27 +103,17 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     export_for_airbench(splits, work / "data")
     ours = run_speedrun(args.data, args.runs, work / "speedrun", args.extra)
     theirs = run_airbench(args.airbench, work / "data", work / "airbench")
-    result = {
+    speedrun = {k: summarize(ours, k) for k in ("acc", "time_s", "cold_start_s")}
+    airbench = {k: summarize(theirs, k) for k in ("acc", "time_s")}
+    return {
         "gpu": torch.cuda.get_device_name(),
         "data": str(args.data),
-        "speedrun": {
-            "acc": summarize([r["acc"] for r in ours]),
-            "time_s": summarize([r["time_s"] for r in ours]),
-            "cold_start_s": summarize([r["cold_start_s"] for r in ours]),
-        },
-        "airbench94": {
-            "acc": summarize([r["acc"] for r in theirs]),
-            "time_s": summarize([r["time_s"] for r in theirs]),
-        },
+        "speedrun": speedrun,
+        "airbench94": airbench,
         "workdir": str(work),
+        "time_ratio": speedrun["time_s"]["mean"] / airbench["time_s"]["mean"],
+        "acc_at_least_airbench": speedrun["acc"]["mean"] >= airbench["acc"]["mean"],
     }
-    result["time_ratio"] = (
-        result["speedrun"]["time_s"]["mean"] / result["airbench94"]["time_s"]["mean"]
-    )
-    result["acc_at_least_airbench"] = (
-        result["speedrun"]["acc"]["mean"] >= result["airbench94"]["acc"]["mean"]
-    )
-    return result
 
 
 def print_report(r: dict[str, Any]) -> None:

@@ -1,38 +1,28 @@
 """``python -m cifar_lightning.bench``: how fast each way of feeding the net trains, side by side.
 
-``mode=train`` (the default) measures training images/s in one process, on the same model,
-data, batch size and optimizer, for
-
-  (a) ``classic``: the loop the seed projects wrote — a torchvision Dataset of PIL images, the
-      aug's per-image transforms (torchvision's classic ones), DataLoader workers, fp32,
-      plain PyTorch;
-  (b) ``plain``: a plain PyTorch loop over our device loader, at the run's precision and with
-      its speed switches (``channels_last``, ``compile``);
-  (c) ``lightning``: our LightningModule in a Lightning Trainer over the same device loader,
-      logging as in training (no checkpoints, no validation),
-
-and prints images/s, ms/step, the ratios, Lightning's overhead ((c) − (b), ms per step) and
-model FLOPs utilisation against the device's peak, saying which peak it assumed. (b) and (c)
-see the same batches in the same order, full batches only.
-
-``mode=aug`` times the augmentation alone, per CPU core: the per-image PIL pipeline against
-the batched ops (and the per-image tensor pipeline that ``data.loader=classic`` runs).
-
-The last line printed is one JSON object with every figure; it is also saved as
-``bench.json`` in the run directory (``outputs/bench/<date>/<time>/``).
+``mode=train`` (the default) times training images/s in one process, with the same model, data,
+batch size and optimizer, for (a) ``classic``: the seeds' loop (PIL images, the aug's per-image
+transforms, DataLoader workers, fp32, plain PyTorch); (b) ``plain``: plain PyTorch over our device
+loader at the run's precision and speed switches (``channels_last``, ``compile``); (c)
+``lightning``: our LightningModule in a Trainer over the same full batches as (b), in the same
+order, logging as in training, without checkpoints or validation. It prints images/s, ms/step,
+the ratios, Lightning's overhead ((c) − (b), ms/step) and model FLOPs utilisation against a peak
+it names. ``mode=aug`` times the augmentation alone, per CPU core: per-image PIL, per-image tensor
+(``data.loader=classic``) and batched. The last line printed is one JSON object with every
+figure, also saved as ``outputs/bench/<date>/<time>/bench.json``.
 """
 
 from __future__ import annotations
 
 import copy
 import gc
+import itertools
 import json
 import logging
 import math
 import time
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,21 +38,30 @@ from rich.table import Table
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
-from torchvision.datasets import VisionDataset
 
-from cifar_lightning.data import batched_aug
 from cifar_lightning.data.batched_aug import Normalize
 from cifar_lightning.data.datamodule import CIFAR10DataModule
 from cifar_lightning.data.datasets import ArrayDataset
 from cifar_lightning.data.device_loader import DeviceLoader, EpochSampler, ResidentArrays
 from cifar_lightning.data.transforms import train_transform
 from cifar_lightning.errors import ConfigError, exit_on_user_error
-from cifar_lightning.run.config import CONFIG_DIR, build, chosen_option, run_hydra
+from cifar_lightning.run.config import (
+    CONFIG_DIR,
+    batched_augmentation,
+    build,
+    chosen_option,
+    run_hydra,
+)
 from cifar_lightning.run.trainer import device_name, make_trainer, resolve_precision
 
 log = logging.getLogger(__name__)
+Run = tuple[int, float, dict[str, Any]]
 
-LOOPS = ("classic", "plain", "lightning")
+LOOPS = {
+    "classic": "(a) classic: PIL + DataLoader workers, fp32",
+    "plain": "(b) plain PyTorch, device loader",
+    "lightning": "(c) Lightning Trainer, device loader",
+}
 AUTOCAST = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 # Dense (no sparsity) 16-bit tensor-core peaks in TFLOP/s, from NVIDIA's data sheets: bf16
@@ -80,21 +79,6 @@ GPU_PEAK_TFLOPS = (
     ("V100", 125.0),
     ("T4", 65.0),
 )
-
-
-@dataclass(frozen=True)
-class Timing:
-    images: int
-    steps: int
-    seconds: float
-
-    @property
-    def images_per_s(self) -> float:
-        return self.images / self.seconds
-
-    @property
-    def ms_per_step(self) -> float:
-        return 1000 * self.seconds / self.steps
 
 
 def synchronize(device: torch.device) -> None:
@@ -149,61 +133,21 @@ def training_flops_per_image(net: nn.Module, criterion: nn.Module) -> float:
     return counter.get_total_flops() / 2
 
 
-class PILArrays(VisionDataset):
+class PILArrays(ArrayDataset):
     """torchvision's CIFAR10 as the seeds used it: a PIL image per item, then the transform."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform) -> None:
-        super().__init__(root=None, transform=transform)
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
     def __getitem__(self, i: int) -> tuple[Any, int]:
-        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+        j = self.indices[i]
+        return self.transform(Image.fromarray(self.images[j])), int(self.labels[j])
 
 
 def endless(loader) -> Iterator:
     """Batches across epochs, each epoch reshuffled the way Lightning does it (``set_epoch``)."""
-    epoch = 0
-    while True:
+    for epoch in itertools.count():
         set_epoch = getattr(getattr(loader, "sampler", None), "set_epoch", None)
         if callable(set_epoch):
             set_epoch(epoch)
         yield from loader
-        epoch += 1
-
-
-def time_plain_loop(
-    net: nn.Module,
-    batches: Iterator,
-    optimizer: torch.optim.Optimizer,
-    criterion: nn.Module,
-    device: torch.device,
-    autocast: torch.dtype | None,
-    warmup: int,
-    steps: int,
-) -> Timing:
-    """The training loop everyone writes by hand; the clock runs over ``steps`` after ``warmup``."""
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
-    net.train()
-    images, start = 0, 0.0
-    for step in range(warmup + steps):
-        if step == warmup:
-            synchronize(device)
-            start = time.perf_counter()
-        x, y = next(batches)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            loss = criterion(net(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        if step >= warmup:
-            images += len(y)
-    synchronize(device)
-    return Timing(images, steps, time.perf_counter() - start)
 
 
 class StepTimer(Callback):
@@ -224,12 +168,10 @@ class StepTimer(Callback):
         if self.warmup <= step < self.warmup + self.steps:
             self.images += len(batch[1])
 
-    def timing(self) -> Timing:
-        return Timing(self.images, self.steps, self.seconds)
-
 
 class Bench:
-    """Everything the three loops share: data, model config, device, precision."""
+    """Everything the three loops share: data, model config, device, precision; each loop
+    returns the images and seconds of its timed steps, and what it ran with."""
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
@@ -242,19 +184,18 @@ class Bench:
                 f"bench.warmup_steps={self.warmup} / bench.steps={self.steps}: need "
                 "warmup_steps >= 0 and steps >= 1."
             )
-        accelerator = "gpu" if self.device.type == "cuda" else "cpu"
-        self.precision = str(resolve_precision(cfg.trainer.precision, accelerator))
+        self.accelerator = "gpu" if on_gpu else "cpu"
+        self.precision = str(resolve_precision(cfg.trainer.precision, self.accelerator))
         if self.precision not in AUTOCAST:
             raise ConfigError(
                 f"trainer.precision={self.precision} is not one the benchmark runs.",
                 fix=f"use one of trainer.precision={', '.join(AUTOCAST)} (or auto)",
             )
-        self.batched = batched_aug.from_config(cfg, needed_by="the benchmark's device loader")
+        self.batched = batched_augmentation(cfg, needed_by="the benchmark's device loader")
         self.datamodule: CIFAR10DataModule = build(cfg.data, "data", aug=None)
         self.datamodule.prepare_data()
         self.datamodule.setup("fit")
-        train = self.datamodule.train_set
-        self.train = train
+        self.train = self.datamodule.train_set
         self.batch_size = self.datamodule.batch_size
         self.mean, self.std = self.datamodule.mean, self.datamodule.std
         self.resident = ResidentArrays()
@@ -265,17 +206,12 @@ class Bench:
         torch.manual_seed(self.cfg.seed)
         return build(self.cfg.model, "model")
 
-    def optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
-        make = build(self.cfg.optim, "optim")
-        return make(params=net.parameters())
-
     def device_loader(self) -> DeviceLoader:
         """Our device loader over the training split; full batches so every step is alike."""
-        train = self.train
-        subset = torch.from_numpy(np.asarray(train.indices, dtype=np.int64))
+        subset = torch.from_numpy(np.asarray(self.train.indices, dtype=np.int64))
         return DeviceLoader(
-            self.resident.get(train.images, self.device),
-            self.resident.get(train.labels, self.device),
+            self.resident.get(self.train.images, self.device),
+            self.resident.get(self.train.labels, self.device),
             subset,
             batch_size=self.batch_size,
             sampler=EpochSampler(len(subset), shuffle=True, seed=self.cfg.seed),
@@ -285,15 +221,37 @@ class Bench:
             drop_last=True,
         )
 
-    # --- the three loops ------------------------------------------------------------------
+    def time_loop(
+        self, net: nn.Module, batches: Iterator, autocast: torch.dtype | None
+    ) -> tuple[int, float]:
+        """The loop everyone writes by hand: images and seconds over the steps after warm-up."""
+        device, warmup = self.device, self.warmup
+        optimizer = build(self.cfg.optim, "optim")(params=net.parameters())
+        scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
+        net.train()
+        images, start = 0, 0.0
+        for step in range(warmup + self.steps):
+            if step == warmup:
+                synchronize(device)
+                start = time.perf_counter()
+            x, y = next(batches)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                loss = self.criterion(net(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if step >= warmup:
+                images += len(y)
+        synchronize(device)
+        return images, time.perf_counter() - start
 
-    def classic(self) -> tuple[Timing, dict[str, Any]]:
-        train = self.train
+    def classic(self) -> Run:
+        train, workers = self.train, self.datamodule.num_workers
         transform = self.batched.per_image(32, self.mean, self.std)
-        dataset = PILArrays(train.images[train.indices], train.labels[train.indices], transform)
-        workers = self.datamodule.num_workers
         loader = DataLoader(
-            dataset,
+            PILArrays(train.images, train.labels, transform, train.indices),
             batch_size=self.batch_size,
             shuffle=True,
             drop_last=True,
@@ -304,77 +262,60 @@ class Bench:
         net = self.fresh_model().net.to(self.device)
         batches = endless(loader)
         try:
-            timing = time_plain_loop(
-                net,
-                batches,
-                self.optimizer(net),
-                self.criterion,
-                self.device,
-                None,
-                self.warmup,
-                self.steps,
-            )
+            images, seconds = self.time_loop(net, batches, None)
         finally:
             # Stop the workers now: left running, they would compete with the next loops.
             batches.close()
             del batches, loader
             gc.collect()
         extra = {"precision": "32-true", "workers": workers, "transform": pipeline_steps(transform)}
-        return timing, extra
+        return images, seconds, extra
 
-    def plain(self) -> tuple[Timing, dict[str, Any]]:
+    def plain(self) -> Run:
         switches = build(self.cfg.speed, "speed")
         net = switches.compiled(switches.layout(self.fresh_model().net.to(self.device)))
-        timing = time_plain_loop(
-            net,
-            endless(self.device_loader()),
-            self.optimizer(net),
-            self.criterion,
-            self.device,
-            AUTOCAST[self.precision],
-            self.warmup,
-            self.steps,
-        )
-        return timing, {"precision": self.precision}
+        autocast = AUTOCAST[self.precision]
+        images, seconds = self.time_loop(net, endless(self.device_loader()), autocast)
+        return images, seconds, {"precision": self.precision}
 
-    def lightning(self) -> tuple[Timing, dict[str, Any]]:
+    def lightning(self) -> Run:
         model = self.fresh_model()
         timer = StepTimer(self.warmup, self.steps, self.device)
         trainer = make_trainer(
             self.cfg.trainer,
             [timer, build(self.cfg.speed, "speed")],
             default_root_dir=self.cfg.paths.output_dir,
-            accelerator="gpu" if self.device.type == "cuda" else "cpu",
+            accelerator=self.accelerator,
+            precision=self.precision,
+            max_steps=self.warmup + self.steps + 1,  # one more: the clock stops as it starts
+            enable_progress_bar=bool(self.cfg.bench.progress_bar),
+            # One device, training only, whatever the training config says:
             devices=1,
             num_nodes=1,
             strategy="auto",
-            precision=self.precision,
-            max_steps=self.warmup + self.steps + 1,  # one more: the clock stops as it starts
             max_epochs=-1,
+            fast_dev_run=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            enable_checkpointing=False,
+            enable_model_summary=False,
             min_epochs=None,
             min_steps=None,
             max_time=None,
-            fast_dev_run=False,
             limit_train_batches=None,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
             val_check_interval=None,
-            enable_checkpointing=False,
-            enable_progress_bar=bool(self.cfg.bench.progress_bar),
-            enable_model_summary=False,
             plugins=None,
         )
         with warnings.catch_warnings():
             # The benchmark trains only; the LightningModule's validation_step stays unused.
             warnings.filterwarnings("ignore", message=".*no `val_dataloader`")
             trainer.fit(model, train_dataloaders=self.device_loader())
-        return timer.timing(), {"precision": self.precision}
+        return timer.images, timer.seconds, {"precision": self.precision}
 
 
 def run_train(cfg: DictConfig) -> dict[str, Any]:
     loops = list(cfg.bench.loops)
-    unknown = [loop for loop in loops if loop not in LOOPS]
-    if unknown or not loops:
+    if not loops or any(loop not in LOOPS for loop in loops):
         raise ConfigError(
             f"bench.loops=[{','.join(map(str, loops))}] names no loop or an unknown one.",
             fix=f"pick from {list(LOOPS)}, e.g. bench.loops=[plain,lightning]",
@@ -386,20 +327,19 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     for name in loops:
         log.info("Timing the %s loop (%d + %d steps)…", name, bench.warmup, bench.steps)
-        timing, extra = getattr(bench, name)()
+        images, seconds, extra = getattr(bench, name)()
         results[name] = {
-            "images_per_s": round(timing.images_per_s, 1),
-            "ms_per_step": round(timing.ms_per_step, 3),
-            "mfu": timing.images_per_s * flops / peak,
-            "images": timing.images,
+            "images_per_s": round(images / seconds, 1),
+            "ms_per_step": round(1000 * seconds / bench.steps, 3),
+            "mfu": images / seconds * flops / peak,
+            "images": images,
             **extra,
         }
-    ratios = {}
-    for a, b in (("plain", "classic"), ("lightning", "classic"), ("lightning", "plain")):
-        if a in results and b in results:
-            ratios[f"{a}_vs_{b}"] = round(
-                results[a]["images_per_s"] / results[b]["images_per_s"], 3
-            )
+    ratios = {
+        f"{a}_vs_{b}": round(results[a]["images_per_s"] / results[b]["images_per_s"], 3)
+        for a, b in (("plain", "classic"), ("lightning", "classic"), ("lightning", "plain"))
+        if a in results and b in results
+    }
     overhead = None
     if "plain" in results and "lightning" in results:
         overhead = round(results["lightning"]["ms_per_step"] - results["plain"]["ms_per_step"], 3)
@@ -432,11 +372,8 @@ def pipeline_steps(pipeline) -> str:
 
 
 def run_aug(cfg: DictConfig) -> dict[str, Any]:
-    """Augmentation alone, on the CPU: per-image PIL, per-image tensor, batched.
-
-    On ``bench.aug_threads`` torch threads, put back afterwards: a caller in the same process
-    (a notebook, the test suite) must not train on one thread from then on.
-    """
+    """Augmentation alone, on the CPU, on ``bench.aug_threads`` torch threads, put back after:
+    a caller in the same process (a notebook, the tests) must not train on one thread then."""
     threads = int(cfg.bench.aug_threads)
     if threads < 1:
         raise ConfigError(f"bench.aug_threads={threads} must be at least 1.")
@@ -448,30 +385,35 @@ def run_aug(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(before)
 
 
+def _per_image_rate(pipeline: Callable[[int], Any], n: int) -> float:
+    for i in range(min(n, 64)):  # warm-up
+        pipeline(i)
+    start = time.perf_counter()
+    for i in range(n):
+        pipeline(i)
+    return n / (time.perf_counter() - start)
+
+
+def _batched_rate(loader: DeviceLoader) -> float:
+    for _ in zip(range(2), loader, strict=False):  # warm-up
+        pass
+    start = time.perf_counter()
+    count = sum(len(y) for _, y in loader)
+    return count / (time.perf_counter() - start)
+
+
 def _run_aug(cfg: DictConfig, threads: int) -> dict[str, Any]:
-    batched = batched_aug.from_config(cfg, needed_by="the benchmark's batched pipeline")
+    batched = batched_augmentation(cfg, needed_by="the benchmark's batched pipeline")
     datamodule: CIFAR10DataModule = build(cfg.data, "data", aug=None)
     datamodule.prepare_data()
     datamodule.setup("fit")
     train = datamodule.train_set
-    n = min(int(cfg.bench.aug_images), len(train))
-    images = train.images[train.indices[:n]]
-    labels = train.labels[train.indices[:n]]
     mean, std, bs = datamodule.mean, datamodule.std, datamodule.batch_size
-    warm = min(n, 64)
-
-    def per_image(pipeline) -> float:
-        for i in range(warm):
-            pipeline(i)
-        start = time.perf_counter()
-        for i in range(n):
-            pipeline(i)
-        return n / (time.perf_counter() - start)
-
+    n = min(int(cfg.bench.aug_images), len(train))
+    images, labels = train.images[train.indices[:n]], train.labels[train.indices[:n]]
     pil = batched.per_image(32, mean, std)
-    tensor_set = ArrayDataset(
-        images, labels, train_transform(build(cfg.aug.pipeline, "aug"), mean, std)
-    )
+    aug = train_transform(build(cfg.aug.pipeline, "aug"), mean, std)
+    tensor_set = ArrayDataset(images, labels, aug)
     loader = DeviceLoader(
         torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
         torch.from_numpy(labels),
@@ -482,18 +424,10 @@ def _run_aug(cfg: DictConfig, threads: int) -> dict[str, Any]:
         augment=batched,
         seed=cfg.seed,
     )
-
-    def batched_rate() -> float:
-        for _ in zip(range(2), loader, strict=False):
-            pass
-        start = time.perf_counter()
-        count = sum(len(y) for _, y in loader)
-        return count / (time.perf_counter() - start)
-
     rates = {
-        "pil": per_image(lambda i: pil(Image.fromarray(images[i]))),
-        "tensor": per_image(lambda i: tensor_set[i]),
-        "batched": batched_rate(),
+        "pil": _per_image_rate(lambda i: pil(Image.fromarray(images[i])), n),
+        "tensor": _per_image_rate(lambda i: tensor_set[i], n),
+        "batched": _batched_rate(loader),
     }
     pipelines = {
         name: {"images_per_s": round(rate, 1), "images_per_s_per_core": round(rate / threads, 1)}
@@ -521,14 +455,11 @@ def _run_aug(cfg: DictConfig, threads: int) -> dict[str, Any]:
 def bench(cfg: DictConfig) -> dict[str, Any]:
     """Run the benchmark the config asks for; returns (and saves) every figure."""
     L.seed_everything(cfg.seed, verbose=False)
-    if cfg.mode == "train":
-        result = run_train(cfg)
-    elif cfg.mode == "aug":
-        result = run_aug(cfg)
-    else:
+    if cfg.mode not in ("train", "aug"):
         raise ConfigError(
             f"mode={cfg.mode} is not a benchmark mode.", fix="use mode=train or mode=aug"
         )
+    result = run_train(cfg) if cfg.mode == "train" else run_aug(cfg)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -544,28 +475,19 @@ def print_report(result: dict[str, Any]) -> None:
         )
         for col in ("loop", "precision", "images/s", "ms/step", "× classic", "MFU"):
             table.add_column(col, justify="left" if col in ("loop", "precision") else "right")
-        labels = {
-            "classic": "(a) classic: PIL + DataLoader workers, fp32",
-            "plain": "(b) plain PyTorch, device loader",
-            "lightning": "(c) Lightning Trainer, device loader",
-        }
         base = result["loops"].get("classic", {}).get("images_per_s")
         for name, r in result["loops"].items():
-            ratio = f"{r['images_per_s'] / base:.2f}" if base else "–"
             table.add_row(
-                labels[name],
+                LOOPS[name],
                 r["precision"],
                 f"{r['images_per_s']:,.0f}",
                 f"{r['ms_per_step']:.2f}",
-                ratio,
+                f"{r['images_per_s'] / base:.2f}" if base else "–",
                 f"{100 * r['mfu']:.2f}%" if math.isfinite(r["mfu"]) else "–",
             )
         console.print(table)
-        if result["lightning_overhead_ms_per_step"] is not None:
-            console.print(
-                f"Lightning overhead: {result['lightning_overhead_ms_per_step']:+.3f} ms/step "
-                "((c) − (b))"
-            )
+        if (overhead := result["lightning_overhead_ms_per_step"]) is not None:
+            console.print(f"Lightning overhead: {overhead:+.3f} ms/step ((c) − (b))")
         console.print(
             f"MFU: {result['flops_per_image'] / 1e6:.1f} MFLOP per image (forward + backward) "
             f"against {result['peak']}"
@@ -584,14 +506,10 @@ def print_report(result: dict[str, Any]) -> None:
             table.add_column(col, justify="left" if col == "pipeline" else "right")
         base = result["pipelines"]["pil"]["images_per_s_per_core"]
         for r in result["pipelines"].values():
-            table.add_row(
-                r["what"],
-                f"{r['images_per_s_per_core']:,.0f}",
-                f"{r['images_per_s_per_core'] / base:.2f}",
-            )
+            rate = r["images_per_s_per_core"]
+            table.add_row(r["what"], f"{rate:,.0f}", f"{rate / base:.2f}")
         console.print(table)
-    # The last line: every figure, for scripts.
-    print(json.dumps(result), flush=True)
+    print(json.dumps(result), flush=True)  # the last line: every figure, for scripts
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")

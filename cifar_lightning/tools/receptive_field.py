@@ -1,17 +1,10 @@
 """The theoretical receptive field of a net, read from the layers its forward pass runs.
 
-Hooks record every conv and pooling layer in the order the forward pass calls it; the
-standard recurrence then grows the field layer by layer::
-
-    rf   += (kernel - 1) * dilation * jump      # how many more input pixels one unit sees
-    jump *= stride                              # input pixels between neighbouring units
-
-It stops at the first layer that ends the spatial map (global pooling, flatten, linear): the
-result is the field of one unit of the net's last spatial feature map, the number CNN papers
-and the seed READMEs quote. On a residual net the forward pass runs the residual branch after
-the input it adds to, so the chain follows the longest path, which sets the field. Only
-module layers are seen: a net that pools with ``torch.nn.functional`` inside ``forward``
-would need its pools as modules.
+Hooks record conv and pooling layers in call order; ``rf += (kernel - 1) * dilation * jump`` and
+``jump *= stride`` grow the field up to the first layer that ends the spatial map (global pooling,
+flatten, linear): the field of one unit of the last spatial feature map, as CNN papers and the
+seed READMEs quote it. A residual branch runs after the input it adds to, so the chain follows
+the longest path, which sets the field. Layers called through ``torch.nn.functional`` are unseen.
 """
 
 from __future__ import annotations
@@ -54,18 +47,17 @@ def receptive_field(net: nn.Module, image_size: int = 32) -> ReceptiveField:
     """Run one zero image through ``net`` and grow the field over the layers it calls."""
     calls: list[tuple[str, nn.Module]] = []
     names = {module: name for name, module in net.named_modules()}
-
-    def record(module: nn.Module, _inputs, _output) -> None:
-        calls.append((names[module], module))
-
     hooks = [
-        m.register_forward_hook(record) for m in net.modules() if isinstance(m, _SPATIAL + _END)
+        m.register_forward_hook(lambda module, _in, _out: calls.append((names[module], module)))
+        for m in net.modules()
+        if isinstance(m, _SPATIAL + _END)
     ]
     was_training = net.training
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
     try:
         net.eval()
         with torch.no_grad():
-            net(torch.zeros(1, 3, image_size, image_size, device=_device(net)))
+            net(torch.zeros(1, 3, image_size, image_size, device=device))
     finally:
         net.train(was_training)
         for hook in hooks:
@@ -81,8 +73,3 @@ def receptive_field(net: nn.Module, image_size: int = 32) -> ReceptiveField:
         jump *= stride
         layers.append(LayerField(name, type(module).__name__, kernel, stride, dilation, rf, jump))
     return ReceptiveField(rf, jump, tuple(layers))
-
-
-def _device(net: nn.Module) -> torch.device:
-    param = next(net.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")

@@ -1,15 +1,16 @@
 """``python -m cifar_lightning.report PATH [PATH ...]``: one table for a sweep, and its curves.
 
-PATH is a multirun directory (``outputs/multirun/<date>/<time>``), a single run directory, or
-any folder above runs; every run found below is one row. It reads what runs leave behind —
-``metrics.json``, ``.hydra/overrides.yaml`` and the TensorBoard events — so it works on
-sweeps still running, on ones that crashed half-way, and on runs made by hand. Writes
-``report.md``, ``report.csv`` and ``val_acc.png`` (the val-accuracy curves of every job).
+PATH is a multirun directory (``outputs/multirun/<date>/<time>``), a run directory or any folder
+above runs; every training run below is one row. Reading only what runs leave behind
+(``metrics.json``, ``.hydra/overrides.yaml``, TensorBoard events) makes it work on sweeps still
+running, crashed half-way or made by hand. Writes ``report.md``, ``report.csv`` and
+``val_acc.png`` (the val-accuracy curves of every job).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -18,7 +19,7 @@ import re
 import statistics
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ from cifar_lightning.training import figures
 SKIP_DIRS = {"tensorboard", "checkpoints", ".hydra", "__pycache__"}
 MEAN = "mean ± std"
 NO_RESULT = "no metrics.json: the job crashed, was killed, or is still running"
+NUMERIC = ("params", "epochs", "test acc", "best val acc", "wall time")  # right-aligned
+HEADERS = ("job", "overrides", *NUMERIC, "status")
+Row = list[str]  # a table row as text, in HEADERS order
 
 
 @dataclass
@@ -70,9 +74,6 @@ class SeedGroup:
         return statistics.fmean(values), std, len(values)
 
 
-# --- finding and reading runs ---------------------------------------------------------------
-
-
 def _natural(path: Path) -> list[Any]:
     """``2`` before ``10``: multirun job numbers sort as numbers."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
@@ -95,15 +96,14 @@ def is_training_run(path: Path) -> bool:
 def find_runs(root: Path) -> list[Path]:
     if is_training_run(root):
         return [root]
-    runs: list[Path] = []
     try:
         children = sorted((p for p in root.iterdir() if p.is_dir()), key=_natural)
     except OSError:
-        return runs
+        return []
+    runs: list[Path] = []
     for child in children:
-        if child.name in SKIP_DIRS or child.name.startswith("."):
-            continue
-        runs.extend(find_runs(child))
+        if child.name not in SKIP_DIRS and not child.name.startswith("."):
+            runs.extend(find_runs(child))
     return runs
 
 
@@ -133,36 +133,27 @@ def read_curve(run: Path, tag: str = "val/acc") -> list[tuple[float, float]]:
 def _load_overrides(run: Path, metrics: dict[str, Any]) -> list[str]:
     path = run / ".hydra" / "overrides.yaml"
     if path.is_file():
-        try:
+        with contextlib.suppress(Exception):  # unreadable: fall back to metrics.json's copy
             loaded = OmegaConf.load(path)
             if isinstance(loaded, ListConfig):
                 return [str(o) for o in loaded]
-        except Exception:  # unreadable: fall back to metrics.json's copy
-            pass
     return [str(o) for o in metrics.get("overrides") or []]
 
 
 def read_job(run: Path) -> Job:
-    job = Job(path=run)
+    job = Job(path=run, error=NO_RESULT)
     metrics: dict[str, Any] = {}
-    metrics_file = run / "metrics.json"
-    if metrics_file.is_file():
+    if (run / "metrics.json").is_file():
         try:
-            metrics = json.loads(metrics_file.read_text())
-            job.status = str(metrics.get("status", "completed"))
-            job.error = metrics.get("error")
+            metrics = json.loads((run / "metrics.json").read_text())
+            job.status, job.error = str(metrics.get("status", "completed")), metrics.get("error")
         except (json.JSONDecodeError, OSError) as e:
             job.error = f"metrics.json is unreadable ({e})"
-    else:
-        job.error = NO_RESULT
     values = metrics.get("metrics") or {}
     job.overrides = _load_overrides(run, metrics)
-    job.params = metrics.get("params")
-    job.epochs = metrics.get("epochs")
-    job.test_acc = values.get("test/acc")
-    job.test_acc_top5 = values.get("test/acc_top5")
-    job.best_val_acc = values.get("val/acc_best")
-    job.wall_time_s = metrics.get("wall_time_s")
+    job.params, job.epochs = metrics.get("params"), metrics.get("epochs")
+    job.test_acc, job.test_acc_top5 = values.get("test/acc"), values.get("test/acc_top5")
+    job.best_val_acc, job.wall_time_s = values.get("val/acc_best"), metrics.get("wall_time_s")
     job.seed = metrics.get("seed", _seed_from(job.overrides))
     job.curve = read_curve(run)
     if job.best_val_acc is None and job.curve:  # a run that died still has its curve
@@ -181,37 +172,28 @@ def _seed_from(overrides: Sequence[str]) -> int | None:
     return None
 
 
-# --- grouping ---------------------------------------------------------------------------------
-
-
-def _split(override: str) -> tuple[str, str]:
-    key, _, value = override.partition("=")
-    return key.lstrip("+~"), value
+def _is_seed(override: str) -> bool:
+    return override.partition("=")[0].lstrip("+~") == "seed"
 
 
 def common_overrides(jobs: Sequence[Job]) -> list[str]:
     """Overrides every job shares: said once above the table rather than in every row."""
     if len(jobs) < 2:
         return []
-    shared = set(jobs[0].overrides)
-    for job in jobs[1:]:
-        shared &= set(job.overrides)
+    shared = set(jobs[0].overrides).intersection(*(job.overrides for job in jobs[1:]))
     return [o for o in jobs[0].overrides if o in shared]
 
 
 def seed_groups(jobs: Sequence[Job]) -> list[SeedGroup]:
     groups: dict[tuple[str, ...], list[Job]] = {}
     for job in jobs:
-        key = tuple(sorted(o for o in job.overrides if _split(o)[0] != "seed"))
+        key = tuple(sorted(o for o in job.overrides if not _is_seed(o)))
         groups.setdefault(key, []).append(job)
     return [
-        SeedGroup([o for o in members[0].overrides if _split(o)[0] != "seed"], members)
+        SeedGroup([o for o in members[0].overrides if not _is_seed(o)], members)
         for members in groups.values()
         if len(members) > 1 and len({j.seed for j in members}) == len(members)
     ]
-
-
-# --- formatting -------------------------------------------------------------------------------
 
 
 def _pct(value: float | None) -> str:
@@ -241,89 +223,48 @@ def _status(job: Job) -> str:
     return f"{job.status}: {job.error}"
 
 
-@dataclass
-class Row:
-    """A table row, as text: a job, or a seed group's mean ± std."""
-
-    job: str
-    overrides: str
-    params: str
-    epochs: str
-    test_acc: str
-    best_val_acc: str
-    wall_time: str
-    status: str
-
-    HEADERS = (
-        "job",
-        "overrides",
-        "params",
-        "epochs",
-        "test acc",
-        "best val acc",
-        "wall time",
-        "status",
-    )
-
-    def cells(self) -> list[str]:
-        return [
-            self.job,
-            self.overrides,
-            self.params,
-            self.epochs,
-            self.test_acc,
-            self.best_val_acc,
-            self.wall_time,
-            self.status,
-        ]
-
-
 def rows(jobs: Sequence[Job], groups: Sequence[SeedGroup], common: Sequence[str]) -> list[Row]:
-    """One row per job, in order, then one mean ± std row per seed group."""
-    out = []
-    for job in jobs:
-        out.append(
-            Row(
-                job=job.label,
-                overrides=" ".join(o for o in job.overrides if o not in common),
-                params=f"{job.params:,}" if job.params is not None else "",
-                epochs="" if job.epochs is None else str(job.epochs),
-                test_acc=_pct(job.test_acc),
-                best_val_acc=_pct(job.best_val_acc),
-                wall_time=_duration(job.wall_time_s),
-                status=_status(job),
-            )
-        )
+    """A row per job, in order, then a mean ± std row per seed group."""
+    table = [
+        [
+            job.label,
+            " ".join(o for o in job.overrides if o not in common),
+            "" if job.params is None else f"{job.params:,}",
+            "" if job.epochs is None else str(job.epochs),
+            _pct(job.test_acc),
+            _pct(job.best_val_acc),
+            _duration(job.wall_time_s),
+            _status(job),
+        ]
+        for job in jobs
+    ]
     for group in groups:
         n = sum(j.status == "completed" for j in group.jobs)
-        out.append(
-            Row(
-                job=f"{MEAN} of {', '.join(j.label for j in group.jobs)}",
-                overrides=" ".join(o for o in group.overrides if o not in common),
-                params="",
-                epochs=_mean_std(group.stat("epochs"), lambda v: f"{v:.1f}"),
-                test_acc=_mean_std(group.stat("test_acc"), _pct),
-                best_val_acc=_mean_std(group.stat("best_val_acc"), _pct),
-                wall_time=_mean_std(group.stat("wall_time_s"), _duration),
-                status=f"{n} of {len(group.jobs)} seeds completed "
-                f"(seeds {', '.join(str(j.seed) for j in group.jobs)})",
-            )
+        seeds = ", ".join(str(j.seed) for j in group.jobs)
+        table.append(
+            [
+                f"{MEAN} of {', '.join(j.label for j in group.jobs)}",
+                " ".join(o for o in group.overrides if o not in common),
+                "",
+                _mean_std(group.stat("epochs"), lambda v: f"{v:.1f}"),
+                _mean_std(group.stat("test_acc"), _pct),
+                _mean_std(group.stat("best_val_acc"), _pct),
+                _mean_std(group.stat("wall_time_s"), _duration),
+                f"{n} of {len(group.jobs)} seeds completed (seeds {seeds})",
+            ]
         )
-    return out
+    return table
 
 
 def markdown(table: Sequence[Row], common: Sequence[str], title: str) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
     lines = [f"# {title}", ""]
     if common:
         lines += ["Common to every job: " + " ".join(f"`{o}`" for o in common), ""]
-    lines.append("| " + " | ".join(Row.HEADERS) + " |")
-    lines.append("|" + "|".join(["---", "---", "--:", "--:", "--:", "--:", "--:", "---"]) + "|")
+    lines.append("| " + " | ".join(HEADERS) + " |")
+    lines.append("|" + "|".join("--:" if h in NUMERIC else "---" for h in HEADERS) + "|")
     for row in table:
-        cells = [cell(c) for c in row.cells()]
-        if row.job.startswith(MEAN):
+        cells = [c.replace("|", "\\|").replace("\n", " ") for c in row]
+        if row[0].startswith(MEAN):
             cells = [f"**{c}**" if c else c for c in cells]
         elif cells[1]:
             cells[1] = f"`{cells[1]}`"
@@ -362,22 +303,10 @@ def csv_text(jobs: Sequence[Job], groups: Sequence[SeedGroup]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for job in jobs:
+        # The Job's own fields as they are: csv writes None as an empty cell, a Path as text.
+        row = {f.name: getattr(job, f.name) for f in fields(Job) if f.name in CSV_FIELDS}
         writer.writerow(
-            {
-                "job": job.label,
-                "kind": "job",
-                "status": job.status,
-                "overrides": " ".join(job.overrides),
-                "seed": job.seed,
-                "params": job.params,
-                "epochs": job.epochs,
-                "test_acc": job.test_acc,
-                "test_acc_top5": job.test_acc_top5,
-                "best_val_acc": job.best_val_acc,
-                "wall_time_s": job.wall_time_s,
-                "error": job.error or "",
-                "path": str(job.path),
-            }
+            row | {"job": job.label, "kind": "job", "overrides": " ".join(job.overrides)}
         )
     for group in groups:
         test, val, wall = (group.stat(a) for a in ("test_acc", "best_val_acc", "wall_time_s"))
@@ -385,7 +314,6 @@ def csv_text(jobs: Sequence[Job], groups: Sequence[SeedGroup]) -> str:
             {
                 "job": "+".join(j.label for j in group.jobs),
                 "kind": "seed_mean",
-                "status": "",
                 "overrides": " ".join(group.overrides),
                 "test_acc": test[0] if test else None,
                 "test_acc_std": test[1] if test else None,
@@ -413,11 +341,9 @@ def curves_png(jobs: Sequence[Job], common: Sequence[str], path: Path) -> Path |
     return figures.save_png(fig, path)
 
 
-# --- the command --------------------------------------------------------------------------------
-
-
 def build_report(paths: Sequence[Path], out_dir: Path | None = None) -> dict[str, Any]:
     """Find the runs under ``paths``, write the report files; returns what was written."""
+    runs: list[Path] = []
     for p in paths:
         if not p.is_dir():
             raise UserError(
@@ -425,8 +351,6 @@ def build_report(paths: Sequence[Path], out_dir: Path | None = None) -> dict[str
                 fix="pass a multirun directory (outputs/multirun/<date>/<time>) or run "
                 "directories (outputs/<date>/<time>)",
             )
-    runs: list[Path] = []
-    for p in paths:
         runs.extend(r for r in find_runs(p) if r not in runs)
     if not runs:
         raise UserError(
@@ -434,25 +358,19 @@ def build_report(paths: Sequence[Path], out_dir: Path | None = None) -> dict[str
             "metrics.json or .hydra/).",
             fix="pass the directory a sweep wrote, e.g. outputs/multirun/<date>/<time>",
         )
-    resolved = [p.resolve() for p in paths]
-    base = resolved[0] if len(resolved) == 1 else Path(os.path.commonpath(resolved))
+    base = Path(os.path.commonpath([p.resolve() for p in paths]))
     out_dir = (out_dir or base).expanduser()
 
     jobs = [read_job(r) for r in runs]
     for job in jobs:
         rel = os.path.relpath(job.path.resolve(), base)
         job.label = job.path.name if rel == "." else rel
-    common = common_overrides(jobs)
-    groups = seed_groups(jobs)
+    common, groups = common_overrides(jobs), seed_groups(jobs)
     table = rows(jobs, groups, common)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    title = f"Sweep report: {base}"
-    written = {
-        "markdown": out_dir / "report.md",
-        "csv": out_dir / "report.csv",
-    }
-    written["markdown"].write_text(markdown(table, common, title))
+    written = {"markdown": out_dir / "report.md", "csv": out_dir / "report.csv"}
+    written["markdown"].write_text(markdown(table, common, f"Sweep report: {base}"))
     written["csv"].write_text(csv_text(jobs, groups))
     png = curves_png(jobs, common, out_dir / "val_acc.png")
     if png is not None:
@@ -462,16 +380,13 @@ def build_report(paths: Sequence[Path], out_dir: Path | None = None) -> dict[str
 
 def print_report(report: dict[str, Any], console: Console) -> None:
     table = Table(title_justify="left", title="Sweep report")
-    for header in Row.HEADERS:
-        right = header in ("params", "epochs", "test acc", "best val acc", "wall time")
-        table.add_column(header, justify="right" if right else "left", overflow="fold")
+    for header in HEADERS:
+        table.add_column(header, justify="right" if header in NUMERIC else "left", overflow="fold")
     for row in report["rows"]:
-        mean = row.job.startswith(MEAN)
-        status = row.status
+        mean, status = row[0].startswith(MEAN), row[-1]
         if not mean and not status.startswith("completed"):
             status = f"[red]{status}[/]"
-        cells = [*row.cells()[:-1], status]
-        table.add_row(*cells, style="bold" if mean else None)
+        table.add_row(*row[:-1], status, style="bold" if mean else None)
     if report["common"]:
         console.print("Common to every job: " + " ".join(report["common"]), highlight=False)
     console.print(table)
@@ -491,10 +406,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "paths", nargs="+", type=Path, metavar="PATH", help="multirun dir, run dirs, or above"
     )
     parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="where to write the report (default: PATH, or the common parent of the PATHs)",
+        "--out", type=Path, help="where to write (default: PATH, or the PATHs' common parent)"
     )
     args = parser.parse_args(argv)
     with exit_on_user_error():

@@ -1,9 +1,8 @@
 """``python -m cifar_lightning.show_aug aug=NAME``: see what an augmentation pipeline does.
 
-Writes a PNG grid: training images (one per class) in rows, the stored image first, then
-``draws`` independent draws through ``aug.pipeline`` (before normalization, as uint8 pixels).
-Any override works as for training, e.g. ``experiment=seed003`` (its aug and data.mean) or
-``data=imagefolder data.root=PATH`` for real images; ``data=fake`` needs no data.
+Writes a PNG grid: one training image per class in rows, the stored image first, then ``draws``
+independent draws through ``aug.pipeline`` (uint8, before normalization). Overrides work as for
+training: ``experiment=seed003``, ``data=imagefolder data.root=PATH``; ``data=fake`` needs no data.
 """
 
 from __future__ import annotations
@@ -17,12 +16,6 @@ from omegaconf import DictConfig
 from cifar_lightning.errors import ConfigError, exit_on_user_error
 from cifar_lightning.run.config import build, compose_for_tool
 from cifar_lightning.training.aug_grid import preview, save_png
-
-
-def output_path(cfg: DictConfig, aug_name: str) -> Path:
-    if cfg.get("out"):
-        return Path(cfg.out).expanduser()
-    return Path(cfg.paths.output_root) / "show_aug" / f"{aug_name}.png"
 
 
 def show_aug(cfg: DictConfig, aug_name: str) -> Path:
@@ -44,7 +37,8 @@ def show_aug(cfg: DictConfig, aug_name: str) -> Path:
         draws=cfg.draws,
         seed=cfg.seed,
     )
-    return save_png(image, output_path(cfg, aug_name))
+    default = Path(cfg.paths.output_root) / "show_aug" / f"{aug_name}.png"
+    return save_png(image, Path(cfg.out).expanduser() if cfg.get("out") else default)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

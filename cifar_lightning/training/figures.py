@@ -1,10 +1,6 @@
-"""The pictures a run, ``evaluate``, ``predict`` and ``report`` produce, drawn one way everywhere.
-
-Every function returns a matplotlib :class:`~matplotlib.figure.Figure` built without pyplot:
-no global figure registry to leak memory in long runs, no GUI backend needed on a headless
-machine. :func:`publish` renders a figure once and writes the same PNG bytes to disk and to
-TensorBoard, so the file in the run dir and the image in the dashboard never differ.
-"""
+"""The pictures of a run, ``evaluate``, ``predict`` and ``report``, drawn one way everywhere:
+without pyplot (no global registry to leak memory in long runs, no GUI backend needed), and
+:func:`publish` writes the same PNG bytes to disk and to TensorBoard, so they never differ."""
 
 from __future__ import annotations
 
@@ -52,14 +48,12 @@ def log_png(loggers: Iterable[object], tag: str, png: bytes, step: int = 0) -> b
         width, height = img.size
     image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
     summary = Summary(value=[Summary.Value(tag=tag, image=image)])
-    logged = False
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            writer = logger.experiment._get_file_writer()
-            writer.add_summary(summary, step)
-            writer.flush()
-            logged = True
-    return logged
+    tensorboards = [lg for lg in loggers if isinstance(lg, TensorBoardLogger)]
+    for logger in tensorboards:
+        writer = logger.experiment._get_file_writer()
+        writer.add_summary(summary, step)
+        writer.flush()
+    return bool(tensorboards)
 
 
 def publish(
@@ -69,9 +63,6 @@ def publish(
     png = png_bytes(fig)
     log_png(loggers, tag, png, step)
     return save_png(fig, path, png) if path is not None else None
-
-
-# --- evaluation ------------------------------------------------------------------------------
 
 
 def confusion_matrix_figure(
@@ -89,22 +80,12 @@ def confusion_matrix_figure(
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     ax.set_xticks(range(k), class_names, rotation=45, ha="right")
     ax.set_yticks(range(k), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
     if k <= 20:  # beyond that the numbers no longer fit their cells
         size = 9 if k <= 10 else 6
-        for i in range(k):
-            for j in range(k):
-                ax.text(
-                    j,
-                    i,
-                    str(matrix[i, j]),
-                    ha="center",
-                    va="center",
-                    fontsize=size,
-                    color="white" if share[i, j] > 0.5 else "black",
-                )
+        for (i, j), count in np.ndenumerate(matrix):
+            color = "white" if share[i, j] > 0.5 else "black"
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=size, color=color)
     return fig
 
 
@@ -116,16 +97,14 @@ def image_grid_figure(
     ncols: int = 8,
     scale: int = 3,
 ) -> Figure:
-    """Small images in a grid, each with a caption and optionally a coloured frame.
-
-    ``images`` is (N, H, W, 3) uint8, enlarged ``scale`` times by repeating pixels: at 32x32
-    any smoothing would invent detail the model never saw. The grid is one mosaic image with
-    text on top (not one axes per image), which draws in a fraction of the time.
-    """
+    """(N, H, W, 3) uint8 images, captioned and optionally framed, in one mosaic (one axes per
+    image would take many times as long to draw), enlarged by repeating pixels: at 32x32 any
+    smoothing would invent detail the model never saw."""
     n, h, w = len(images), images.shape[1] * scale, images.shape[2] * scale
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
     frame = 4 if frame_colors else 0
+    colors = frame_colors or ["black"] * n
     lines = max((c.count("\n") + 1 for c in captions), default=1)
     caption_h, gap = 6 + 12 * lines, 14
     cell_w, cell_h = w + 2 * frame + gap, h + 2 * frame + caption_h + gap
@@ -137,19 +116,12 @@ def image_grid_figure(
         r, c = divmod(i, ncols)
         top, left = r * cell_h + caption_h, c * cell_w + gap // 2
         if frame:
-            rgb = [int(frame_colors[i][k : k + 2], 16) for k in (1, 3, 5)]
+            rgb = [int(colors[i][k : k + 2], 16) for k in (1, 3, 5)]
             mosaic[top : top + h + 2 * frame, left : left + w + 2 * frame] = rgb
         big = images[i].repeat(scale, axis=0).repeat(scale, axis=1)
         mosaic[top + frame : top + frame + h, left + frame : left + frame + w] = big
-        ax.text(
-            left + frame + w / 2,
-            top - 3,
-            captions[i],
-            ha="center",
-            va="bottom",
-            fontsize=7,
-            color=frame_colors[i] if frame_colors else "black",
-        )
+        x = left + frame + w / 2
+        ax.text(x, top - 3, captions[i], ha="center", va="bottom", fontsize=7, color=colors[i])
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_axis_off()
     if title:
@@ -201,15 +173,11 @@ def predictions_figure(
     grid = fig.add_gridspec(nrows, 2 * ncols, width_ratios=[1, 1.8] * ncols)
     for i in range(n):
         r, c = divmod(i, ncols)
-        ax_img = fig.add_subplot(grid[r, 2 * c])
+        ax_img = fig.add_subplot(grid[r, 2 * c], xticks=[], yticks=[])
         ax_img.imshow(images[i], interpolation="nearest")
-        ax_img.set_xticks([])
-        ax_img.set_yticks([])
-        name = names[i] if len(names[i]) <= 22 else "…" + names[i][-21:]
-        ax_img.set_title(name, fontsize=8)
+        ax_img.set_title(names[i] if len(names[i]) <= 22 else "…" + names[i][-21:], fontsize=8)
         ax_bar = fig.add_subplot(grid[r, 2 * c + 1])
-        labels = [label for label, _ in topk[i]][::-1]
-        probs = [p for _, p in topk[i]][::-1]
+        labels, probs = zip(*topk[i][::-1], strict=True)
         colors = ["#bdbdbd"] * (len(probs) - 1) + ["#2b8cbe"]
         ax_bar.barh(range(len(probs)), probs, color=colors)
         ax_bar.set_yticks(range(len(probs)), labels, fontsize=8)
@@ -221,17 +189,11 @@ def predictions_figure(
     return fig
 
 
-# --- training curves ------------------------------------------------------------------------
-
 Curve = Sequence[tuple[float, float]]  # (x, value) points
 
 
 def curves_figure(history: Mapping[str, Curve], title: str = "") -> Figure:
-    """Loss and accuracy per epoch, train and val side by side.
-
-    ``history`` maps metric names (``train/loss_epoch``, ``val/loss``, ``train/acc``,
-    ``val/acc``) to (epoch, value) points; missing ones are left out of the plot.
-    """
+    """Loss and accuracy per epoch, train and val side by side; missing metrics are left out."""
     fig = _new_figure(10, 4)
     if title:
         fig.suptitle(title)
@@ -241,21 +203,18 @@ def curves_figure(history: Mapping[str, Curve], title: str = "") -> Figure:
     )
     for ax, (ylabel, series) in zip(fig.subplots(1, 2), panels, strict=True):
         for key, label in series:
-            points = history.get(key) or []
-            if points:
-                xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, marker="o", markersize=3, label=label)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
+            if points := history.get(key):
+                ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
         if ax.has_data():
             ax.legend()
-        _integer_epochs(ax)
+        _epoch_axes(ax, ylabel)
     return fig
 
 
-def _integer_epochs(ax: Axes) -> None:
+def _epoch_axes(ax: Axes, ylabel: str) -> None:
     """Whole-epoch ticks, also for a run of one epoch (matplotlib would tick 0.96 … 1.04)."""
+    ax.set(xlabel="epoch", ylabel=ylabel)
+    ax.grid(alpha=0.3)
     ax.xaxis.get_major_locator().set_params(integer=True)
     if ax.has_data():
         low, high = ax.dataLim.intervalx
@@ -271,12 +230,8 @@ def compare_curves_figure(
     fig = _new_figure(10 if len(curves) > 1 else 7, 4.5)
     ax = fig.add_subplot()
     for label, points in curves.items():
-        xs, ys = zip(*points, strict=True)
-        ax.plot(xs, ys, marker="o", markersize=3, label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    _integer_epochs(ax)
+        ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
+    _epoch_axes(ax, ylabel)
     if title:
         ax.set_title(title)
     if curves:

@@ -18,8 +18,7 @@ class WarmupWarmdown:
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
-            frac = step / self.warmup_steps
-            return self.start + (1.0 - self.start) * frac
+            return self.start + (1.0 - self.start) * (step / self.warmup_steps)
         frac = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
         return 1.0 + (self.end - 1.0) * min(frac, 1.0)
 

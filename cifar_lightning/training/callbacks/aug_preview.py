@@ -1,9 +1,7 @@
-"""Show the training augmentation in TensorBoard when fitting starts.
+"""The training augmentation in TensorBoard at step 0 and as ``aug_preview.png`` in the run dir.
 
-A recipe's augmentation is easy to get subtly wrong (a fill colour, a border mode, a crop
-that is too strong) and hard to see from numbers; one picture at step 0 shows it. The same
-grid ``python -m cifar_lightning.show_aug`` draws, also saved as ``aug_preview.png`` in the
-run directory.
+An augmentation is easy to get subtly wrong (a fill colour, a border mode, a too strong crop)
+and hard to see from numbers; this is the grid ``python -m cifar_lightning.show_aug`` draws.
 """
 
 from __future__ import annotations
@@ -22,10 +20,7 @@ FILENAME = "aug_preview.png"
 
 class AugmentationPreview(Callback):
     def __init__(self, images: int = 10, draws: int = 8, seed: int = 0, save: bool = True) -> None:
-        self.images = images
-        self.draws = draws
-        self.seed = seed
-        self.save = save
+        self.images, self.draws, self.seed, self.save = images, draws, seed, save
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = trainer.datamodule
@@ -35,14 +30,9 @@ class AugmentationPreview(Callback):
         tensorboards = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if not tensorboards and not self.save:
             return
+        title = f"training augmentation: {len(dataset):,} images, each drawn {self.draws}x"
         image = preview(
-            dataset,
-            datamodule.classes,
-            datamodule.aug,
-            title=f"training augmentation: {len(dataset):,} images, each drawn {self.draws}x",
-            images=self.images,
-            draws=self.draws,
-            seed=self.seed,
+            dataset, datamodule.classes, datamodule.aug, title, self.images, self.draws, self.seed
         )
         if self.save:
             save_png(image, Path(trainer.default_root_dir) / FILENAME)

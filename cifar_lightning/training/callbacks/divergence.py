@@ -1,18 +1,11 @@
 """Stop at a NaN/inf loss — naming the step and learning rate — and never checkpoint it.
 
-Once the loss is NaN the weights are too, and every further step burns time; worse, a
-periodic checkpoint would overwrite ``last.ckpt`` with garbage. This callback raises
-:class:`~cifar_lightning.errors.TrainingDiverged` instead, and refuses every checkpoint taken
-after the fault, so ``last.ckpt`` keeps the last good state.
-
-Cost: asking the GPU whether a loss is finite is a host–device sync; doing it every step would
-stall the queue of kernels the CPU runs ahead with. On a GPU the callback therefore only
-records, on the device, the first step whose loss was not finite (two tiny kernels, no sync)
-and reads that record every ``check_every_n_steps`` steps — by default when Lightning syncs
-anyway to log — at the end of every epoch, and before every checkpoint. The same rule holds on
-a CPU, where the check would cost nothing, so that one code path runs everywhere. A fault is
-thus caught at most ``check_every_n_steps`` steps late, but always with the step at which it
-happened, and never after a checkpoint of it.
+Once the loss is NaN so are the weights: further steps burn time, and a checkpoint would
+overwrite ``last.ckpt`` with garbage. Reading a GPU loss is a host sync that stalls the kernel
+queue, so each step only records the first bad step on the device; the record is read every
+``check_every_n_steps`` steps (by default when Lightning syncs to log anyway), at epoch ends
+and before every checkpoint (on a CPU too: one code path). A fault is caught at most that
+many steps late, with the step it happened at, and never after a checkpoint of it.
 """
 
 from __future__ import annotations
@@ -94,16 +87,10 @@ class StopOnNonFiniteLoss(Callback):
         )
 
     def _fix(self, trainer: L.Trainer) -> str:
-        kept = [
-            c.last_model_path
-            for c in trainer.checkpoint_callbacks
-            if getattr(c, "last_model_path", "") and self._last_good_step is not None
-        ]
-        where = (
-            f"the last good checkpoint, {kept[0]} (step {self._last_good_step}), is kept. "
-            if kept
-            else "no checkpoint had been saved yet. "
-        )
+        kept = [p for c in trainer.checkpoint_callbacks if (p := getattr(c, "last_model_path", ""))]
+        where = "no checkpoint had been saved yet. "
+        if kept and self._last_good_step is not None:
+            where = f"the last good checkpoint, {kept[0]} (step {self._last_good_step}), is kept. "
         return (
             f"{where}Lower the learning rate (optim.lr), add gradient clipping "
             "(e.g. trainer.gradient_clip_val=1.0), or check the data; then train again."
@@ -113,6 +100,4 @@ class StopOnNonFiniteLoss(Callback):
 def all_finite(module: torch.nn.Module) -> bool:
     """Whether every parameter and buffer is finite (one host sync for all of them)."""
     tensors = [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
-    if not tensors:
-        return True
-    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+    return not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())

@@ -1,15 +1,10 @@
 """SIGTERM or Ctrl-C: finish the step, save ``last.ckpt``, then stop the way Lightning does.
 
-What Lightning 2.6 does on its own: on SIGTERM it sets ``trainer.received_sigterm`` and raises
-``SIGTERMException`` at the next batch boundary — of training *or validation* — and calls the
-callbacks' ``on_exception``; it saves nothing. Ctrl-C is Python's ``KeyboardInterrupt``, raised
-wherever the main thread happens to be, possibly halfway through an optimizer step.
-
-What this adds: the signal is held until the current training step, or the validation run in
-progress, is over; a checkpoint is saved right there — the same two states ModelCheckpoint
-saves (end of a training batch, end of validation), which Lightning knows how to resume
-exactly — and only then is the signal handed to Lightning's own SIGTERM handler, so Lightning
-stops the run its usual way. A second Ctrl-C stops at once, without saving.
+Lightning 2.6 alone saves nothing: SIGTERM stops at the next training or validation batch,
+Ctrl-C anywhere, even halfway through an optimizer step. Here the signal waits until the step
+or validation run is over, ``last.ckpt`` is saved there (a state ModelCheckpoint also saves,
+which Lightning resumes exactly), and only then goes to Lightning's SIGTERM handler, so the run
+stops Lightning's usual way. A second Ctrl-C stops at once, without saving.
 """
 
 from __future__ import annotations
@@ -30,19 +25,16 @@ HANDLED = (signal.SIGTERM, signal.SIGINT)
 
 
 class CheckpointOnInterrupt(Callback):
-    """Saves ``dirpath/filename.ckpt`` at the first clean point after SIGTERM or SIGINT.
-
-    After the run, ``signal`` is the signal that stopped it (or None) and ``saved_path`` /
-    ``saved_step`` say what was saved. A plain Callback, not a Lightning ``Checkpoint``: it
-    must never be taken for the run's ``trainer.checkpoint_callback`` (the best model).
+    """Saves ``dirpath/filename.ckpt``; after the run, ``signal`` is the signal that stopped it
+    (or None), ``saved_path``/``saved_step`` what was saved. A plain Callback, not a
+    ``Checkpoint``: it must never be taken for ``trainer.checkpoint_callback`` (the best model).
     """
 
     FILE_EXTENSION = ".ckpt"
 
     def __init__(self, dirpath: str | Path, filename: str = "last") -> None:
         super().__init__()
-        self.dirpath = Path(dirpath)
-        self.filename = filename
+        self.dirpath, self.filename = Path(dirpath), filename
         self.signal: int | None = None
         self.saved_path: Path | None = None
         self.saved_step: int | None = None
@@ -53,27 +45,21 @@ class CheckpointOnInterrupt(Callback):
     def path(self) -> Path:
         return self.dirpath / f"{self.filename}{self.FILE_EXTENSION}"
 
-    # --- signal handling --------------------------------------------------------------------
-
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning has registered its SIGTERM handler by now (Trainer._run); we wrap it.
         self.signal, self.saved_path, self.saved_step = None, None, None
         self._trainer = trainer
         if threading.current_thread() is not threading.main_thread():
             return  # Python only lets the main thread set signal handlers
-        self._previous = {s: signal.getsignal(s) for s in HANDLED}
-        for s in HANDLED:
-            signal.signal(s, self._on_signal)
+        # signal.signal returns the handler it replaces
+        self._previous = {s: signal.signal(s, self._on_signal) for s in HANDLED}
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
         if self.signal is None:
             self.signal = signum
             log.warning(
-                "%s received: stopping after this step, once %s is saved (Ctrl-C again to "
-                "stop at once, without saving).",
-                name,
-                self.path,
+                f"{signal.Signals(signum).name} received: stopping after this step, once "
+                f"{self.path} is saved (Ctrl-C again to stop at once, without saving)."
             )
             return
         if signum == signal.SIGINT:
@@ -104,8 +90,6 @@ class CheckpointOnInterrupt(Callback):
         else:  # no Lightning handler (e.g. not the main thread): stop here ourselves
             raise SIGTERMException()
 
-    # --- the clean points ---------------------------------------------------------------------
-
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         if self.signal is not None and self.saved_path is None:
             self._save_and_stop(trainer)
@@ -120,13 +104,7 @@ class CheckpointOnInterrupt(Callback):
         log.warning("Saved %s (step %d).", self.path, trainer.global_step)
         self._hand_to_lightning()
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_end(self, *args: Any, **kwargs: Any) -> None:
         self._restore()
 
-    def on_exception(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: Any
-    ) -> None:
-        self._restore()
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._restore()
+    on_exception = teardown = on_train_end

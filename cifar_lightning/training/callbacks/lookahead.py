@@ -1,13 +1,9 @@
-"""Lookahead with a warming schedule, as a Lightning callback (airbench's variant).
+"""Lookahead with a warming schedule (airbench's): a few tenths of a point on airbench94, free.
 
-Every ``every`` optimizer steps the weights are pulled into a slow copy and reset to it:
-``slow ← slow + (1 - decay)·(fast - slow); fast ← slow``. The decay grows from 0 towards
-``base**every`` over the run as ``(step / total)**3``: early on the slow copy just follows
-the fast weights; late in training it averages them, which smooths the end of the run much
-as weight averaging does. On the very last step the weights are set to the slow copy.
-
-What it buys: on the airbench94 recipe, a few tenths of a point of accuracy at no cost.
-Applies to every floating-point entry of the network's state (BatchNorm statistics too).
+Every ``every`` steps ``slow ← slow + (1 - decay)·(fast - slow); fast ← slow`` for every float
+entry of the net's state (BatchNorm statistics too), ``decay = base**every · (step / total)**3``:
+early the slow copy just follows, late it averages, much like weight averaging. On the very
+last step the weights are set to the slow copy.
 """
 
 from __future__ import annotations
@@ -24,8 +20,7 @@ def lookahead_decay(step: int, total: int, every: int, base: float) -> float:
 
 class Lookahead(L.Callback):
     def __init__(self, every: int = 5, base: float = 0.95) -> None:
-        self.every = every
-        self.base = base
+        self.every, self.base = every, base
         self.slow: dict[str, torch.Tensor] | None = None
 
     def _entries(self, pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
@@ -48,9 +43,7 @@ class Lookahead(L.Callback):
             return
         decay = 1.0 if last else lookahead_decay(step, total, self.every, self.base)
         for name, fast in self._entries(pl_module).items():
-            slow = self.slow[name]
-            slow.lerp_(fast, 1.0 - decay)
-            fast.copy_(slow)
+            fast.copy_(self.slow[name].lerp_(fast, 1.0 - decay))
 
     def state_dict(self) -> dict[str, Any]:
         return {"slow": self.slow}

@@ -1,4 +1,11 @@
-"""What a run needs, beyond Lightning's checkpoint, to be resumed exactly (see run/resume.py)."""
+"""What a run needs, beyond Lightning's checkpoint, to be resumed exactly (see run/resume.py).
+
+- Each training step seeds torch (CPU and GPU) from ``(seed, epoch, batch)``: a checkpoint
+  does not restore the random-number streams, so a resumed run's dropout masks would differ.
+- After a checkpoint the loggers are flushed at the next step's start (its metrics logged):
+  TensorBoard's writer may hold two minutes of events that a crash would lose while the newer
+  checkpoint survives, leaving a hole in every resumed curve.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +19,6 @@ from cifar_lightning.data.classic_loader import derive_seed
 
 
 class ResumableRun(Callback):
-    """What a run needs, beyond Lightning's checkpoint, to be resumed exactly.
-
-    - Each training step seeds torch (CPU and GPU) from ``(seed, epoch, batch)``. A checkpoint
-      restores weights and optimizer but not the random-number streams, so a resumed run's
-      dropout masks would otherwise differ from those of the run it continues.
-    - After a checkpoint is saved, the loggers are flushed at the start of the next step (once
-      that step's metrics are logged). TensorBoard's writer otherwise keeps up to two minutes
-      of events in memory; a crash would lose them while the checkpoint, newer, survives, and
-      the resumed run would leave a hole in every curve.
-    """
-
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self._flush = False

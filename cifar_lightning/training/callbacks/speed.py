@@ -1,18 +1,12 @@
-"""``speed.*``: the net's memory format and ``torch.compile`` (the other speed switches are
-Trainer flags: ``trainer.precision``, ``trainer.benchmark``).
+"""``speed.*`` on ``model.net``, as a callback to reach the net wherever the Trainer puts it
+(the other speed switches are ``trainer.precision`` and ``trainer.benchmark``).
 
-- ``channels_last``: the net's weights (and so its activations) in NHWC order, the layout
-  tensor-core convolutions use; in NCHW each conv pays for transposes under bf16 autocast.
-- ``compile``: ``torch.compile`` on the net (``model.net``), never on the LightningModule, so
-  logging and metrics stay eager and the checkpoint's keys stay those of the plain net
-  (``nn.Module.compile`` compiles in place). ``true``, a mode (``reduce-overhead``,
-  ``max-autotune`` …) or a dict of ``torch.compile`` arguments. Shapes are static
-  (``dynamic=False``): the train batch, a smaller last batch and the eval batches each get a
-  graph of their own, compiled once, rather than one slower shape-generic graph for all.
-
-Both apply through :class:`SpeedSwitches`, a callback, so they reach the net wherever the
-Trainer puts it. Compilation waits for ``on_fit_start``, after the model summary has run its
-example batch, so no graph is compiled for that one-image shape.
+- ``channels_last``: NHWC, the layout tensor-core convolutions use; in NCHW each conv pays for
+  transposes under bf16 autocast.
+- ``compile``: ``true``, a mode or a dict of ``torch.compile`` arguments, in place on the net
+  only: logging stays eager, checkpoint keys stay the plain net's. ``dynamic=False``: each
+  batch shape gets its own, faster graph. Waits for ``on_fit_start``, after the model
+  summary's one-image batch, so that shape gets no graph.
 """
 
 from __future__ import annotations
@@ -63,8 +57,7 @@ class SpeedSwitches(Callback):
         self._compiled = False
 
     def layout(self, net: nn.Module) -> nn.Module:
-        # In place: the parameters keep their identity, so an optimizer made earlier still
-        # holds them.
+        # In place: the parameters keep their identity, so an earlier optimizer still holds them.
         return net.to(memory_format=torch.channels_last) if self.channels_last else net
 
     def compiled(self, net: nn.Module) -> nn.Module:

@@ -1,9 +1,5 @@
-"""The clock of a timed run (``timing.enabled``): airbench's segments from Lightning's hooks.
-
-setup (fit start to the first training batch: data-dependent init such as whitening, data to
-the device), train (the training part of every epoch, not validation) and test, with CUDA
-events on a GPU and ``time.perf_counter`` on a CPU.
-"""
+"""The clock of a timed run (``timing.enabled``): airbench's segments from Lightning's hooks,
+with CUDA events on a GPU and ``time.perf_counter`` on a CPU."""
 
 from __future__ import annotations
 
@@ -48,7 +44,7 @@ class _Segments:
 
 class RunClock(Callback):
     """setup_s: fit start → first training batch (data-dependent init such as whitening, data
-    to the device); train_s: the training part of every epoch; test_s: the final test."""
+    to the device); train_s: the training part of every epoch, not validation; test_s."""
 
     def __init__(self) -> None:
         self.segments: _Segments | None = None
@@ -67,8 +63,7 @@ class RunClock(Callback):
         if self.segments is not None and not trainer.sanity_checking:
             self.segments.stop("train")
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.segments.stop("train")
+    on_train_epoch_end = on_validation_start
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.segments is None:
@@ -83,8 +78,5 @@ class RunClock(Callback):
             return {}
         s = self.segments.seconds()
         parts = {f"{k}_s": round(s.get(k, 0.0), 4) for k in ("setup", "train", "test")}
-        return {
-            **parts,
-            "total_s": round(sum(parts.values()), 4),
-            "clock": "CUDA events" if self.segments.cuda else "time.perf_counter",
-        }
+        clock = "CUDA events" if self.segments.cuda else "time.perf_counter"
+        return {**parts, "total_s": round(sum(parts.values()), 4), "clock": clock}
