@@ -15,9 +15,8 @@ from torchvision.transforms import v2
 
 from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.data import imagefolder as imagefolder_module
-from cifar_lightning.data.datamodule import default_num_workers
+from cifar_lightning.data.datamodule import default_num_workers, eval_transform
 from cifar_lightning.data.imagefolder import decode, load_imagefolder
-from cifar_lightning.data.transforms import eval_transform
 from cifar_lightning.errors import ConfigError, DataError
 from cifar_lightning.run.checks import check
 from conftest import CLASSES, run_cli, tar_folder, write_image_folder

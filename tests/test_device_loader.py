@@ -11,7 +11,7 @@ from torchvision.transforms import v2
 
 from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.data import batched_aug as B
-from cifar_lightning.data.device_loader import EpochSampler
+from cifar_lightning.data.device_loader import ShardSampler
 from cifar_lightning.errors import ConfigError
 from cifar_lightning.run.train import train
 from conftest import run_cli
@@ -50,7 +50,7 @@ def fingerprints(images: torch.Tensor) -> list[bytes]:
 def test_epoch_sampler_is_distributed_samplers_order(n, replicas, shuffle, drop_last):
     for rank in range(replicas):
         for epoch in (0, 3):
-            ours = EpochSampler(n, replicas, rank, shuffle=shuffle, seed=5, drop_last=drop_last)
+            ours = ShardSampler(n, replicas, rank, shuffle=shuffle, seed=5, drop_last=drop_last)
             ref = DistributedSampler(
                 range(n), replicas, rank, shuffle=shuffle, seed=5, drop_last=drop_last
             )
@@ -125,7 +125,7 @@ def test_resumes_mid_epoch_with_the_same_batches_and_augmentation():
 def test_ddp_ranks_get_disjoint_shards_of_equal_length():
     shards = []
     for rank in range(3):
-        sampler = EpochSampler(300, num_replicas=3, rank=rank, shuffle=True, seed=0, drop_last=True)
+        sampler = ShardSampler(300, num_replicas=3, rank=rank, shuffle=True, seed=0, drop_last=True)
         sampler.set_epoch(2)
         shards.append(set(sampler.indices().tolist()))
     assert all(len(s) == 100 for s in shards)

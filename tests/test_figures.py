@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cifar_lightning.data.transforms import normalize
+from cifar_lightning.data.datamodule import normalize
 from cifar_lightning.training import figures
 from cifar_lightning.training.predictions import PredictionCollector, to_uint8_images
 from conftest import CLASSES, assert_png

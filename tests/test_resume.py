@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto import event_pb2
 
+from cifar_lightning.errors import RunInterrupted
 from conftest import run_cli_in_process
 
 STEPS_PER_EPOCH = 8
@@ -392,20 +394,17 @@ def test_non_finite_weights_are_never_checkpointed():
         StopOnNonFiniteLoss().on_save_checkpoint(trainer, module, {})
 
 
-def test_ctrl_c_finishes_the_step_saves_and_stops(make_cfg):
-    import signal as signals
+class PressCtrlC(Callback):
+    """SIGINT to this process at the third step, as Ctrl-C (or ``kill -INT``) sends it."""
 
-    from lightning.pytorch.callbacks import Callback
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # handled at once, mid-step
 
-    from cifar_lightning.errors import RunInterrupted
+
+def train_pressing_ctrl_c(cfg):
     from cifar_lightning.run import train as train_module
 
-    class PressCtrlC(Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if batch_idx == 2:
-                os.kill(os.getpid(), signals.SIGINT)  # handled at once, mid-step
-
-    cfg = make_cfg("trainer.max_epochs=2")
     real = train_module.build_callbacks
     try:
         train_module.build_callbacks = lambda c: [*real(c), PressCtrlC()]
@@ -413,9 +412,31 @@ def test_ctrl_c_finishes_the_step_saves_and_stops(make_cfg):
             train_module.train(cfg)
     finally:
         train_module.build_callbacks = real
-    assert error.value.exit_code == 130
-    assert "stopped on SIGINT at step 3 (epoch 0)" in error.value.problem
+    return error.value
+
+
+def test_ctrl_c_finishes_the_step_saves_and_stops(make_cfg):
+    before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN in a background job
+    cfg = make_cfg("trainer.max_epochs=2")
+    error = train_pressing_ctrl_c(cfg)
+    assert error.exit_code == 130
+    assert "stopped on SIGINT at step 3 (epoch 0)" in error.problem
     assert checkpoint_step(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt") == 3
     results = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert results["status"] == "interrupted" and results["global_step"] == 3
-    assert signals.getsignal(signals.SIGINT) is signals.default_int_handler  # put back
+    assert signal.getsignal(signal.SIGINT) is before  # put back as the run found it
+
+
+def test_a_run_started_with_sigint_ignored_still_stops_cleanly_on_sigint(make_cfg):
+    """A shell starts background jobs (``make test &``, nohup) with SIGINT ignored; a run
+    there still saves and stops on ``kill -INT`` (README: Checkpoints and resuming), then
+    puts the ignore back."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        cfg = make_cfg("trainer.max_epochs=2")
+        error = train_pressing_ctrl_c(cfg)
+        assert error.exit_code == 130 and "stopped on SIGINT at step 3" in error.problem
+        assert checkpoint_step(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt") == 3
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

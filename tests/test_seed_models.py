@@ -9,7 +9,7 @@ from torch import nn
 
 from cifar_lightning.models.depthwise import DepthwiseNet
 from cifar_lightning.run.config import build, compose_config
-from cifar_lightning.tools.receptive_field import receptive_field
+from cifar_lightning.tools.summary import receptive_field
 from cifar_lightning.training.architectures import (
     DepthwiseClassifier,
     MediumCNNClassifier,

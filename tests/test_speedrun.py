@@ -193,7 +193,7 @@ def _asymmetric_images(n: int) -> torch.Tensor:
 
 def test_alternating_flip_flips_each_image_on_alternate_epochs():
     from cifar_lightning.data.batched_aug import AlternatingFlip, Compose, Normalize
-    from cifar_lightning.data.device_loader import DeviceLoader, EpochSampler
+    from cifar_lightning.data.device_loader import DeviceLoader, ShardSampler
 
     n = 64
     images = _asymmetric_images(n).contiguous()
@@ -202,7 +202,7 @@ def test_alternating_flip_flips_each_image_on_alternate_epochs():
         torch.arange(n),
         None,
         batch_size=16,
-        sampler=EpochSampler(n, shuffle=True, seed=3),
+        sampler=ShardSampler(n, shuffle=True, seed=3),
         normalize=Normalize([0.0] * 3, [1 / 255] * 3),  # x -> x: read pixels back
         augment=Compose([AlternatingFlip()]),
         seed=7,

@@ -1,10 +1,7 @@
 """albumentations inside a ``pipeline`` of ``conf/aug/*.yaml`` (torchvision v2 has the rest).
 
-Every pipeline takes and returns one (3, H, W) uint8 tensor: pixel values, not normalized
-ones, so a fill colour means the same in every recipe (``data.mean`` in pixel units is
-``${uint8:${data.mean}}``). Normalization follows in the DataModule. Randomness comes from
-torch's generator, so ``seed`` (and Lightning's per-worker seeding) governs every recipe,
-albumentations ones included.
+Every pipeline maps one (3, H, W) uint8 tensor to another, so a fill colour means the same in
+every recipe (``data.mean`` in pixel units is ``${uint8:${data.mean}}``).
 """
 
 from __future__ import annotations
@@ -18,14 +15,9 @@ import torch
 
 
 class Albumentations:
-    """Runs an albumentations pipeline on our (3, H, W) uint8 tensors.
-
-    albumentations works on (H, W, C) numpy arrays and keeps its own random state, which a
-    forked DataLoader worker would copy — every worker would then draw the same
-    augmentations — and which ``seed`` would not reach. So each call reseeds the pipeline
-    from torch's generator: one cheap draw that makes albumentations as reproducible (and as
-    different per worker) as torchvision's transforms.
-    """
+    """Runs an albumentations pipeline (on (H, W, C) arrays) on our uint8 tensors, reseeding
+    it from torch's generator at each call: its own random state would be copied by forked
+    loader workers (all drawing alike) and never reached by ``seed``."""
 
     def __init__(self, transforms: Sequence[Any]) -> None:
         import albumentations as A  # loads OpenCV: only when a recipe uses it

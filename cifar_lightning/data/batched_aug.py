@@ -1,10 +1,9 @@
 """Augmentation of whole batches, each image with its own random draw, in tensor ops only.
 
-The per-image pipeline (an aug's ``pipeline:``) runs one image at a time in Python on the
-CPU, which sets the pace for nets this small. These ops take a (N, C, H, W) uint8 batch on
-any device and draw every image's parameters at once: a handful of kernel launches per batch.
-An aug's ``batched:`` node builds them; each matches its per-image counterpart (``per_image``)
-in distribution. Fills are fractions of full intensity per channel, like ``data.mean``.
+An aug's ``pipeline:`` runs one image at a time in Python on the CPU, which sets the pace for
+nets this small; these ops (an aug's ``batched:`` node) draw a whole (N, C, H, W) uint8 batch's
+parameters at once on any device, and each matches its ``per_image`` counterpart in
+distribution. Fills are fractions of full intensity per channel, like ``data.mean``.
 """
 
 from __future__ import annotations
@@ -23,9 +22,8 @@ PADDING_MODES = ("constant", "reflect")
 
 @dataclass(frozen=True)
 class BatchPosition:
-    """Where a batch sits in the run: which images (indices into the resident set of
-    ``num_images``), which epoch, which seed. Ops that set ``uses_position`` get it; the
-    others are stateless draws from the generator."""
+    """Which images (indices into the ``num_images`` resident ones), epoch and seed a batch
+    has: what ops that set ``uses_position`` get besides the generator."""
 
     indices: torch.Tensor
     epoch: int
@@ -42,11 +40,8 @@ class PerImage:
 
 
 class _Fill:
-    """A fill value (0..1, one or one per channel) as a (1, C, 1, 1) tensor in image units.
-
-    Built once per device and dtype: making it per batch would copy host to device every
-    batch, and on a GPU such a copy waits for all queued work.
-    """
+    """A fill value (0..1, one or one per channel) as a (1, C, 1, 1) tensor in image units,
+    built once per device and dtype: a host-to-device copy per batch waits for queued work."""
 
     def __init__(self, fill: Fill, what: str) -> None:
         values = [fill] if isinstance(fill, int | float) else list(fill)
@@ -59,16 +54,18 @@ class _Fill:
         self.values = [float(v) for v in values]
         self._cache: dict[tuple, torch.Tensor] = {}
 
+    def _per_channel(self, channels: int) -> list[float]:
+        return self.values * channels if len(self.values) == 1 else self.values
+
     def pil(self, channels: int = 3) -> tuple[int, ...]:
         """The fill as PIL wants it: one 0..255 integer per channel."""
-        values = self.values * channels if len(self.values) == 1 else self.values
-        return tuple(round(v * 255) for v in values)
+        return tuple(round(v * 255) for v in self._per_channel(channels))
 
     def like(self, images: torch.Tensor) -> torch.Tensor:
         channels = images.shape[1]
         key = (images.device, images.dtype, channels)
         if key not in self._cache:
-            values = self.values * channels if len(self.values) == 1 else self.values
+            values = self._per_channel(channels)
             if len(values) != channels:
                 raise ValueError(f"fill {self.values} for {channels}-channel images")
             t = torch.tensor(values, dtype=torch.float32)
@@ -81,19 +78,14 @@ class _Fill:
 def _source_index(
     size: int, shift: torch.Tensor, padding_mode: str
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Where each output row (or column) of each image reads from, after a per-image shift.
-
-    Output pixel ``i`` of image ``n`` shows input pixel ``i + shift[n]``. Reading past an edge
-    either reflects (mirror without repeating the edge pixel, like ``F.pad(mode="reflect")``)
-    or is marked invalid, to be filled. Returns the (N, size) indices and, for ``constant``,
-    the (N, size) mask of valid reads.
-    """
+    """Along one axis, output pixel ``i`` of image ``n`` reads ``i + shift[n]``: those (N, size)
+    indices and, for ``constant``, the mask of reads inside the image (``reflect`` mirrors
+    without repeating the edge pixel, like ``F.pad(mode="reflect")``)."""
     src = torch.arange(size, device=shift.device).unsqueeze(0) + shift.unsqueeze(1)
     if padding_mode == "reflect":
         last = size - 1
         return last - (last - src.abs()).abs(), None
-    valid = (src >= 0) & (src < size)
-    return src.clamp(0, size - 1), valid
+    return src.clamp(0, size - 1), (src >= 0) & (src < size)
 
 
 def shift_images(
@@ -103,18 +95,14 @@ def shift_images(
     padding_mode: str = "constant",
     fill: _Fill | None = None,
 ) -> torch.Tensor:
-    """Shift image ``n`` by (``dy[n]``, ``dx[n]``) pixels in one gather, with no padded copy.
-
-    Cropping a padded image at offset ``o`` is this with shift ``o - padding``. Index
-    arithmetic instead of padding keeps one code path for reflect and constant borders and
-    works on uint8 on every device (``F.pad``'s reflect mode takes no uint8 on CPU). For a
-    constant border each image gets one extra pixel holding the fill value, and reads from
-    outside the image point at it, so one gather does the shift and the fill.
-    """
+    """Shift image ``n`` by (``dy[n]``, ``dx[n]``) pixels in one gather, with no padded copy
+    (cropping a padded image at offset ``o`` is a shift by ``o - padding``). Index arithmetic
+    serves reflect and constant borders alike and works on uint8 everywhere (``F.pad``'s
+    reflect takes no uint8 on CPU); a constant border reads from one extra fill pixel."""
     n, c, h, w = images.shape
     rows, row_ok = _source_index(h, dy, padding_mode)
     cols, col_ok = _source_index(w, dx, padding_mode)
-    flat = rows.view(n, h, 1) * w + cols.view(n, 1, w)  # (n, h, w) source pixel per output pixel
+    flat = rows.view(n, h, 1) * w + cols.view(n, 1, w)  # source pixel of each output pixel
     source = images.reshape(n, c, h * w)
     if row_ok is not None and col_ok is not None:
         inside = row_ok.view(n, h, 1) & col_ok.view(n, 1, w)
@@ -130,8 +118,20 @@ def _uniform_ints(low: int, high: int, n: int, g: torch.Generator, device) -> to
     return torch.randint(low, high + 1, (n,), generator=g, device=device)
 
 
-class RandomCrop:
+class _Op:
+    """Shows an op as its class and the settings named in ``_shown``."""
+
+    _shown: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._shown)
+        return f"{type(self).__name__}({settings})"
+
+
+class RandomCrop(_Op):
     """Pad by ``padding`` (``constant`` with ``fill``, or ``reflect``); crop at a random spot."""
+
+    _shown = ("padding", "padding_mode")
 
     def __init__(self, padding: int, padding_mode: str = "constant", fill: Fill = 0.0) -> None:
         if padding < 0:
@@ -145,13 +145,12 @@ class RandomCrop:
         self.fill = _Fill(fill, "batched RandomCrop")
 
     def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        p, n = self.padding, images.shape[0]
+        p, n, dev = self.padding, images.shape[0], images.device
         if p == 0:
             return images
         if self.padding_mode == "reflect" and p >= min(images.shape[-2:]):
             raise ValueError(f"reflect padding {p} needs images larger than {p} pixels")
-        dy = _uniform_ints(-p, p, n, g, images.device)
-        dx = _uniform_ints(-p, p, n, g, images.device)
+        dy, dx = _uniform_ints(-p, p, n, g, dev), _uniform_ints(-p, p, n, g, dev)
         return shift_images(images, dy, dx, self.padding_mode, self.fill)
 
     def per_image(self, size: int) -> PerImage:
@@ -159,39 +158,31 @@ class RandomCrop:
             T.RandomCrop(size, self.padding, fill=self.fill.pil(), padding_mode=self.padding_mode)
         )
 
-    def __repr__(self) -> str:
-        return f"RandomCrop(padding={self.padding}, padding_mode={self.padding_mode!r})"
 
+class Translate(RandomCrop):
+    """Shift up to ``max_shift`` whole pixels along each axis; the uncovered edge gets ``fill``
+    (a constant-padded crop, set as a shift)."""
 
-class Translate:
-    """Shift up to ``max_shift`` whole pixels along each axis; the uncovered edge gets ``fill``."""
+    _shown = ("max_shift",)
 
     def __init__(self, max_shift: int, fill: Fill = 0.0) -> None:
         if max_shift < 0:
             raise ConfigError(f"batched Translate max_shift={max_shift} must be 0 or more.")
-        self.max_shift = max_shift
+        self.max_shift = self.padding = max_shift
+        self.padding_mode = "constant"
         self.fill = _Fill(fill, "batched Translate")
 
-    def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        s, n = self.max_shift, images.shape[0]
-        if s == 0:
-            return images
-        dy = _uniform_ints(-s, s, n, g, images.device)
-        dx = _uniform_ints(-s, s, n, g, images.device)
-        return shift_images(images, dy, dx, "constant", self.fill)
-
     def per_image(self, size: int) -> PerImage:
-        # RandomAffine rounds a continuous shift: the same range, the two extreme shifts
-        # half as likely. Close enough for its use, a per-image baseline for the benchmark.
+        # RandomAffine rounds a continuous shift (the extreme shifts half as likely): close
+        # enough for a per-image baseline in the benchmark.
         shift = self.max_shift / size
         return PerImage(T.RandomAffine(0, translate=(shift, shift), fill=self.fill.pil()))
 
-    def __repr__(self) -> str:
-        return f"Translate(max_shift={self.max_shift})"
 
-
-class HorizontalFlip:
+class HorizontalFlip(_Op):
     """Mirror left-right with probability ``p``, independently per image."""
+
+    _shown = ("p",)
 
     def __init__(self, p: float = 0.5) -> None:
         if not 0.0 <= p <= 1.0:
@@ -205,12 +196,11 @@ class HorizontalFlip:
     def per_image(self, size: int) -> PerImage:
         return PerImage(T.RandomHorizontalFlip(self.p))
 
-    def __repr__(self) -> str:
-        return f"HorizontalFlip(p={self.p})"
 
-
-class Cutout:
+class Cutout(_Op):
     """With probability ``p``: ``holes`` squares of ``size`` pixels, wholly inside, get ``fill``."""
+
+    _shown = ("size", "p", "holes")
 
     def __init__(self, size: int, p: float = 1.0, fill: Fill = 0.0, holes: int = 1) -> None:
         if size < 1:
@@ -223,10 +213,9 @@ class Cutout:
         self.fill = _Fill(fill, "batched Cutout")
 
     def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        n, _, h, w = images.shape
+        (n, _, h, w), dev = images.shape, images.device
         if self.size > min(h, w):
             raise ValueError(f"a {self.size}-pixel hole does not fit in {h}x{w} images")
-        dev = images.device
         apply = torch.rand(n, generator=g, device=dev) < self.p
         rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
         hole = torch.zeros(n, h, w, dtype=torch.bool, device=dev)
@@ -240,29 +229,20 @@ class Cutout:
         return torch.where(hole.unsqueeze(1), self.fill.like(images), images)
 
     def per_image(self, size: int) -> PerImage:
-        # RandomErasing with a fixed area and aspect ratio 1 cuts one size x size hole wholly
-        # inside the image. It works on tensors only. With several holes, each is drawn with
-        # probability p on its own (here all holes of an image share one draw).
+        # RandomErasing (tensors only) with a fixed area and ratio 1 cuts one size x size
+        # hole wholly inside; each of several holes gets its own p (here they share one).
         area = self.size**2 / size**2
         erase = T.RandomErasing(
             p=self.p, scale=(area, area), ratio=(1.0, 1.0), value=self.fill.values
         )
         return PerImage(T.Compose([erase] * self.holes), tensor_only=True)
 
-    def __repr__(self) -> str:
-        return f"Cutout(size={self.size}, p={self.p}, holes={self.holes})"
 
-
-class AlternatingFlip:
-    """Half the images start mirrored; every image flips on every other epoch (airbench).
-
-    Random flips (p=0.5) show an image the same way two epochs running half the time; here
-    each image alternates, so any two consecutive epochs see both orientations — more
-    diversity for the same epochs, worth a little accuracy on short schedules (Jordan,
-    arXiv 2404.00498, "alternating flip"). Which half starts mirrored is drawn once per run
-    from ``seed``. It needs the images' identities and the epoch, which only the device
-    loader has, so it has no per-image form in the classic loader.
-    """
+class AlternatingFlip(_Op):
+    """Half the images (drawn once from ``seed``) start mirrored; each flips every epoch, so
+    any two consecutive epochs see both orientations, which random flips give only half the
+    time: a little accuracy on short schedules (airbench; Jordan, arXiv 2404.00498). It needs
+    image identities and the epoch, which only the device loader has."""
 
     uses_position = True
 
@@ -273,8 +253,7 @@ class AlternatingFlip:
         key = (position.seed, position.num_images, str(device))
         if key not in self._starts:
             g = torch.Generator().manual_seed(position.seed)
-            bits = torch.rand(position.num_images, generator=g) < 0.5
-            self._starts[key] = bits.to(device)
+            self._starts[key] = (torch.rand(position.num_images, generator=g) < 0.5).to(device)
         return self._starts[key]
 
     def __call__(
@@ -287,9 +266,6 @@ class AlternatingFlip:
     def per_image(self, size: int) -> PerImage:
         # No per-image form: a random flip has the same share of mirrored images per epoch.
         return PerImage(T.RandomHorizontalFlip(0.5))
-
-    def __repr__(self) -> str:
-        return "AlternatingFlip()"
 
 
 class Compose:
@@ -315,22 +291,12 @@ class Compose:
         return images
 
     def per_image(self, size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
-        """The same augmentation the way the seed projects wrote it, for PIL images.
-
-        torchvision's classic transforms, one image at a time, then ``ToTensor`` (moved ahead
-        of the first op that needs a tensor) and ``Normalize``: the baseline the benchmark
-        (``python -m cifar_lightning.bench``) measures the batched ops against.
-        """
-        steps: list = []
-        as_tensor = False
-        for op in self.ops:
-            counterpart = op.per_image(size)
-            if counterpart.tensor_only and not as_tensor:
-                steps.append(T.ToTensor())
-                as_tensor = True
-            steps.append(counterpart.transform)
-        if not as_tensor:
-            steps.append(T.ToTensor())
+        """The same augmentation as the seed projects wrote it, one PIL image at a time
+        (``ToTensor`` moved ahead of the first tensor-only op): the benchmark's baseline."""
+        counterparts = [op.per_image(size) for op in self.ops]
+        steps = [c.transform for c in counterparts]
+        first_tensor_op = next((i for i, c in enumerate(counterparts) if c.tensor_only), len(steps))
+        steps.insert(first_tensor_op, T.ToTensor())
         return T.Compose([*steps, T.Normalize(list(mean), list(std))])
 
     def __repr__(self) -> str:
@@ -351,6 +317,5 @@ class Normalize:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         mean, std = self.mean.to(images.device), self.std.to(images.device)
-        # Same arithmetic, in the same order, as v2.ToDtype(scale=True) + v2.Normalize, so both
-        # loaders give the same floats for the same image.
+        # The arithmetic of v2.ToDtype(scale=True) + v2.Normalize: both loaders' floats agree.
         return images.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)

@@ -1,10 +1,7 @@
-"""The classic training loader, resumable anywhere: everything random about an epoch is a
-function of ``(seed, epoch, position)``.
-
-A plain ``DataLoader`` starts every epoch afresh, so a run resumed mid-epoch would see a new
-shuffle and new augmentations. Here the sampler draws the order and a per-position seed from
-``(seed, epoch)``, the dataset runs its transform under that seed (whatever worker reads it),
-and the loader counts the batches it handed out in the ``state_dict`` Lightning checkpoints.
+"""The classic training loader, resumable anywhere: an epoch's shuffle and augmentation are a
+function of ``(seed, epoch, position)``, whatever worker reads an image, and the loader's
+``state_dict`` (which Lightning checkpoints) counts the batches handed out. A plain
+``DataLoader`` would resume mid-epoch with a new shuffle and new augmentations.
 """
 
 from __future__ import annotations
@@ -19,8 +16,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 
 def derive_seed(*keys: int) -> int:
-    """A 63-bit seed from integer keys, e.g. ``(run seed, epoch, batch)``: SeedSequence mixes
-    them, so neighbouring keys give unrelated streams, the same on every platform."""
+    """A 63-bit seed from integer keys: SeedSequence gives neighbouring keys unrelated
+    streams, the same on every platform."""
     state = np.random.SeedSequence([int(k) for k in keys]).generate_state(1, np.uint64)
     return int(state[0] >> np.uint64(1))
 
@@ -30,11 +27,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
     :meth:`resume_at` makes the next epoch start ``start`` samples in (once)."""
 
     def __init__(self, size: int, seed: int = 0, shuffle: bool = True) -> None:
-        self.size = size
-        self.seed = seed
-        self.shuffle = shuffle
-        self.epoch = 0
-        self.start = 0
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.epoch = self.start = 0
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
@@ -46,17 +40,14 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     def order(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The epoch's sample indices and their augmentation seeds, position by position."""
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
-        if self.shuffle:
-            indices = torch.randperm(self.size, generator=generator)
-        else:
-            indices = torch.arange(self.size)
-        seeds = torch.randint(0, 2**62, (self.size,), generator=generator)
-        return indices, seeds
+        g = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+        indices = (
+            torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)
+        )
+        return indices, torch.randint(0, 2**62, (self.size,), generator=g)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        # A generator: the order is computed at the first next(), i.e. after Lightning's
-        # set_epoch for this epoch, even though the loader's iterator was created earlier.
+        # A generator: the order is computed at the first next(), after Lightning's set_epoch.
         start, self.start = self.start, 0
         indices, seeds = self.order(self.epoch)
         yield from zip(indices[start:].tolist(), seeds[start:].tolist(), strict=True)
@@ -66,11 +57,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 
 class SeededSamples(Dataset):
-    """``dataset[index]`` under the torch seed the sampler chose for this position.
-
-    In the main process the generator's state is put back afterwards (dropout must not
-    notice); a plain integer key (a sampler Lightning swapped in) reads unseeded.
-    """
+    """``dataset[index]`` under the torch seed the sampler chose for this position, the main
+    process's RNG state restored afterwards (dropout must not notice). A plain integer key
+    (from a sampler Lightning swapped in) reads unseeded."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -82,21 +71,20 @@ class SeededSamples(Dataset):
         if not isinstance(key, tuple):
             return self.dataset[key]
         index, seed = key
-        if get_worker_info() is not None:  # a worker's RNG serves nothing else
-            torch.default_generator.manual_seed(seed)
-            return self.dataset[index]
-        state = torch.get_rng_state()
+        in_worker = get_worker_info() is not None  # a worker's RNG serves nothing else
+        state = None if in_worker else torch.get_rng_state()
         torch.default_generator.manual_seed(seed)
         try:
             return self.dataset[index]
         finally:
-            torch.set_rng_state(state)
+            if state is not None:
+                torch.set_rng_state(state)
 
 
 class ResumableDataLoader(DataLoader):
-    """A ``DataLoader`` over an :class:`EpochSampler` whose position Lightning checkpoints:
-    ``{"epoch", "batches"}``, the batches that left the loader (Lightning does not prefetch
-    from loaders with a length, so that is the batches trained on)."""
+    """A ``DataLoader`` over an :class:`EpochSampler` whose ``{"epoch", "batches"}`` position
+    Lightning checkpoints: it does not prefetch from loaders with a length, so the batches
+    that left the loader are those trained on."""
 
     _batches = 0
 
@@ -105,24 +93,17 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict[str, int]:
         sampler = self._epoch_sampler()
-        if sampler is None:
-            return {}
-        return {"epoch": sampler.epoch, "batches": self._batches}
+        return {} if sampler is None else {"epoch": sampler.epoch, "batches": self._batches}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        sampler = self._epoch_sampler()
-        if sampler is None or not state_dict:
+        if (sampler := self._epoch_sampler()) is None or not state_dict:
             return
-        batches = int(state_dict["batches"])
-        sampler.resume_at(int(state_dict["epoch"]), batches * int(self.batch_size or 1))
-        self._batches = batches
+        self._batches = int(state_dict["batches"])
+        sampler.resume_at(int(state_dict["epoch"]), self._batches * int(self.batch_size or 1))
 
     def __iter__(self) -> Iterator[Any]:
-        return self._iterate()
-
-    def _iterate(self) -> Iterator[Any]:
-        # Deferred to the first next(), like EpochSampler.__iter__: workers start prefetching
-        # as soon as the real iterator exists, and by then set_epoch must have happened.
+        # A generator, like EpochSampler.__iter__: workers prefetch as soon as the real
+        # iterator exists, and by then set_epoch must have happened.
         sampler = self._epoch_sampler()
         self._batches = sampler.start // int(self.batch_size or 1) if sampler else 0
         for batch in super().__iter__():
@@ -132,10 +113,9 @@ class ResumableDataLoader(DataLoader):
 
 class ResumableTrainLoader:
     """DataModule mixin: the training loader's position is part of the DataModule's state.
-
     Lightning 2.6 restores a DataModule's state before its first ``train_dataloader()`` but
     never hands the fit loop's saved position to a loader that ``estimated_stepping_batches``
-    (one-cycle) built first; ``train_dataloader`` passes its loader through :meth:`track`.
+    (one-cycle) built first, so ``train_dataloader`` passes its loader through :meth:`track`.
     """
 
     _train_loader: Any = None
@@ -151,7 +131,7 @@ class ResumableTrainLoader:
 
     def state_dict(self) -> dict[str, Any]:
         loader = self._train_loader
-        return {"train_loader": loader.state_dict()} if loader is not None else {}
+        return {} if loader is None else {"train_loader": loader.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._train_position = state_dict.get("train_loader") or None
@@ -167,7 +147,6 @@ def ignore_interrupts(worker_id: int) -> None:
 def resumable_loader(
     dataset: Dataset, *, batch_size: int, seed: int, drop_last: bool = True, **loader_kwargs: Any
 ) -> ResumableDataLoader:
-    """The training loader: seeded shuffle and augmentation, resumable anywhere."""
     return ResumableDataLoader(
         SeededSamples(dataset),
         batch_size=batch_size,

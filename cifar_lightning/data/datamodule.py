@@ -1,4 +1,8 @@
-"""CIFAR-10 as a LightningDataModule: one of three sources, a seeded train/val split, loaders."""
+"""CIFAR-10 as a LightningDataModule: one of three sources, a seeded train/val split, loaders.
+
+Augmentations (``conf/aug/``) work on uint8 images so their fill values and colour ops mean
+the same in every recipe; normalization, from ``data.mean``/``data.std``, always comes last.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
 
 from cifar_lightning.data.batched_aug import Compose
 from cifar_lightning.data.classic_loader import (
@@ -16,7 +22,6 @@ from cifar_lightning.data.classic_loader import (
     ignore_interrupts,
     resumable_loader,
 )
-from cifar_lightning.data.datasets import ArrayDataset
 from cifar_lightning.data.device_loader import DeviceLoader, ResidentArrays, make_device_loader
 from cifar_lightning.data.imagefolder import load_imagefolder
 from cifar_lightning.data.sources import (
@@ -25,11 +30,46 @@ from cifar_lightning.data.sources import (
     load_torchvision_cifar10,
     make_fake,
 )
-from cifar_lightning.data.transforms import eval_transform, train_transform
 from cifar_lightning.errors import ConfigError
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def normalize(mean: Sequence[float], std: Sequence[float]) -> v2.Transform:
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+
+
+def train_transform(
+    aug: Transform | None, mean: Sequence[float], std: Sequence[float]
+) -> v2.Transform:
+    return v2.Compose([*([aug] if aug is not None else []), normalize(mean, std)])
+
+
+def eval_transform(mean: Sequence[float], std: Sequence[float]) -> v2.Transform:
+    """Validation and test never see augmentation: only the normalization."""
+    return normalize(mean, std)
+
+
+class ArrayDataset(Dataset):
+    """``(transform(image), label)`` over in-memory arrays, the image a (3, 32, 32) uint8 tensor
+    rather than a PIL image: v2 ops run faster on tensors, and every pipeline gets one type."""
+
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, transform: Transform, indices=None
+    ) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+        self.indices = np.arange(len(labels)) if indices is None else np.asarray(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        j = self.indices[i]
+        image = torch.from_numpy(self.images[j]).permute(2, 0, 1)
+        return self.transform(image), int(self.labels[j])
 
 
 def default_num_workers() -> int:
@@ -42,10 +82,8 @@ def default_num_workers() -> int:
 
 
 def check_split(train_size: int, val_size: int, batch_size: int) -> None:
-    """The split must leave training images, and at least one full batch of them.
-
-    Also called before any data is loaded (validation.py) where the size is known up front.
-    """
+    """The split must leave at least one full batch of training images (run/checks.py also
+    asks before any data is loaded, where the size is known up front)."""
     if val_size >= train_size:
         raise ConfigError(
             f"data.val_size={val_size} leaves no training images "
@@ -63,17 +101,14 @@ def check_split(train_size: int, val_size: int, batch_size: int) -> None:
 class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
     """CIFAR-10 from ``source`` (cifar10 | imagefolder | fake).
 
-    ``prepare_data`` only downloads or decodes (once, on one process); ``setup`` loads the
-    arrays and splits the training set with ``split_seed``, so the validation images are the
-    same in every run with that seed whatever the training seed. The validation part gets the
-    evaluation transform — never training augmentation. ``val_size=0`` validates on the test
-    set (as the seed projects did).
-
-    ``loader="classic"`` serves batches from a DataLoader running the per-image ``aug`` in
-    workers; ``loader="device"`` keeps the arrays on the training device and augments whole
-    batches there with ``batched_aug`` (see :mod:`cifar_lightning.data.device_loader`). Both
-    draw their shuffles and augmentations from ``shuffle_seed``, the epoch and the position,
-    and both can resume mid-epoch exactly (their position is saved with the DataModule).
+    ``setup`` splits with ``split_seed``, so the validation images depend on that seed alone,
+    never on the training seed, and get the evaluation transform; ``val_size=0`` validates on
+    the test set (as the seed projects did). ``loader="classic"`` runs the per-image ``aug``
+    in DataLoader workers; ``loader="device"`` keeps the arrays on the training device and
+    runs ``batched_aug`` on whole batches. Both draw shuffles and augmentations from
+    (``shuffle_seed``, epoch, position) and save their position with the DataModule, so a run
+    resumed mid-epoch sees the same batches. ``drop_last=None`` keeps each loader's default
+    for the last partial training batch (classic: dropped; device: kept, every image seen).
     """
 
     def __init__(
@@ -92,36 +127,21 @@ class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
         cache_dir: str = "data/cache",
         fake_train_size: int = 2000,
         fake_test_size: int = 500,
-        aug: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        aug: Transform | None = None,
         loader: str = "classic",
         batched_aug: Compose | None = None,
         shuffle_seed: int = 0,
         drop_last: bool | None = None,
     ) -> None:
         super().__init__()
-        self.source = source
-        self.root = root
-        self.classes = tuple(classes)
-        self.val_size = val_size
-        self.split_seed = split_seed
-        self.batch_size = batch_size
+        self.source, self.root, self.classes = source, root, tuple(classes)
+        self.val_size, self.split_seed, self.batch_size = val_size, split_seed, batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
-        self.pin_memory = pin_memory
-        self.mean = tuple(mean)
-        self.std = tuple(std)
-        self.download = download
-        self.cache_dir = cache_dir
+        self.pin_memory, self.download, self.cache_dir = pin_memory, download, cache_dir
+        self.mean, self.std = tuple(mean), tuple(std)
         self.fake_sizes = (fake_train_size, fake_test_size)
-        self.aug = aug
-        self.loader = loader
-        self.batched_aug = batched_aug
-        # Training order and augmentation are drawn from (shuffle_seed, epoch, position) —
-        # data/resumable.py, data/device_loader.py — so a run resumed mid-epoch sees the
-        # same batches.
-        self.shuffle_seed = shuffle_seed
-        # Training's last partial batch: null keeps each loader's default (classic: dropped,
-        # device: kept, so that every image is seen each epoch).
-        self.drop_last = drop_last
+        self.aug, self.loader, self.batched_aug = aug, loader, batched_aug
+        self.shuffle_seed, self.drop_last = shuffle_seed, drop_last
         self._resident = ResidentArrays()
         self._splits: Splits | None = None
         self.train_set: ArrayDataset | None = None
@@ -133,11 +153,8 @@ class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
         return len(self.classes)
 
     def load(self) -> Splits:
-        """The whole dataset as uint8 arrays (downloads or decodes on first use).
-
-        Kept after the first call: prepare_data and setup may both ask, and reading the
-        180 MB of arrays twice would be waste.
-        """
+        """The whole dataset as uint8 arrays, kept after the first call: prepare_data and
+        setup may both ask, and reading the 180 MB twice would be waste."""
         if self._splits is None:
             if self.source == "cifar10":
                 self._splits = load_torchvision_cifar10(self.root or "data", self.download)
@@ -166,22 +183,16 @@ class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
             check_split(n, self.val_size, self.batch_size)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
         val_idx, train_idx = perm[: self.val_size].numpy(), perm[self.val_size :].numpy()
+        train, eval_tf = data.train, eval_transform(self.mean, self.std)
         train_tf = train_transform(self.aug, self.mean, self.std)
-        eval_tf = eval_transform(self.mean, self.std)
-        train, test = data.train, data.test
         self.train_set = ArrayDataset(train.images, train.labels, train_tf, train_idx)
-        self.test_set = ArrayDataset(test.images, test.labels, eval_tf)
-        self.val_set = (
-            ArrayDataset(train.images, train.labels, eval_tf, val_idx)
-            if self.val_size > 0
-            else self.test_set
-        )
+        self.test_set = ArrayDataset(data.test.images, data.test.labels, eval_tf)
+        val_set = ArrayDataset(train.images, train.labels, eval_tf, val_idx)
+        self.val_set = val_set if self.val_size > 0 else self.test_set
 
     def sample_train_images(self, n: int) -> torch.Tensor:
-        """The first ``n`` images of the training split, normalized, as (n, 3, 32, 32) float.
-
-        For data-dependent initialisation (e.g. a whitening layer): no augmentation.
-        """
+        """The first ``n`` training-split images, normalized, unaugmented, (n, 3, 32, 32):
+        for data-dependent initialisation such as a whitening layer."""
         if self.train_set is None:
             self.setup("fit")
         indices = self.train_set.indices[:n]
@@ -192,30 +203,24 @@ class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
         if self.pin_memory is not None:
             return self.pin_memory
         # Pinned host memory only helps copies to a GPU; on CPU it is wasted RAM.
-        trainer = self.trainer
-        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
 
     def _loader(self, dataset: ArrayDataset | None, train: bool) -> DataLoader | DeviceLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
         if self.loader == "device":
             return self._device_loader(dataset, train)
-        workers = {
+        common = {
+            "batch_size": self.batch_size,
             "num_workers": self.num_workers,
             "pin_memory": self._pin(),
             "persistent_workers": self.num_workers > 0,
             "worker_init_fn": ignore_interrupts if self.num_workers > 0 else None,
         }
-        if train:
-            return resumable_loader(
-                dataset,
-                batch_size=self.batch_size,
-                seed=self.shuffle_seed,
-                # a ragged last batch would skew BatchNorm statistics
-                drop_last=self.drop_last is None or self.drop_last,
-                **workers,
-            )
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, **workers)
+        if not train:
+            return DataLoader(dataset, shuffle=False, **common)
+        drop_last = self.drop_last is None or self.drop_last  # ragged batches skew BatchNorm
+        return resumable_loader(dataset, seed=self.shuffle_seed, drop_last=drop_last, **common)
 
     def _device_loader(self, dataset: ArrayDataset, train: bool) -> DeviceLoader:
         if train and self.aug is not None and self.batched_aug is None:
@@ -241,7 +246,6 @@ class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        # track(): the loader's position is saved with the DataModule, for exact resume.
         return self.track(self._loader(self.train_set, train=True))
 
     def val_dataloader(self) -> DataLoader:

@@ -1,36 +1,32 @@
 """``data.loader=device``: the dataset lives on the training device; batches are cut from it.
 
-CIFAR-10 is 180 MB as uint8: copied to the device once, then indexed, augmented
-(data/batched_aug.py) and normalized a whole batch at a time, the per-image Python work and
-the host-to-device copy leave every step — what limits a net this small. A training epoch is
-a seeded shuffle (DistributedSampler's ``seed + epoch``); under DDP each rank gets its shard
-and up to ``world_size - 1`` images sit the epoch out, so ranks step alike; on one device
-every image comes once, the last batch smaller unless ``drop_last``. Augmentation draws come
-from a device generator seeded by (seed, epoch, rank, batch), so a run resumed mid-epoch
-(the loader's ``state_dict``) continues with exactly the same batches.
+CIFAR-10 (180 MB as uint8) is copied to the device once, then indexed, augmented and
+normalized a batch at a time: no per-image Python work or host-to-device copy limits a net
+this small. Augmentation draws are seeded by (seed, epoch, rank, batch), so a run resumed
+mid-epoch (the loader's ``state_dict``) continues with exactly the same batches.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
 from cifar_lightning.data.batched_aug import BatchPosition, Compose, Normalize
-from cifar_lightning.data.datasets import ArrayDataset
+
+if TYPE_CHECKING:
+    from cifar_lightning.data.datamodule import ArrayDataset
 
 
-class EpochSampler(DistributedSampler):
-    """:class:`~torch.utils.data.DistributedSampler` over ``n`` items, also as one tensor.
-
-    Lightning calls ``set_epoch`` on a loader's ``sampler`` at every epoch start, for this
-    loader as for a DataLoader. :meth:`indices` is the parent's ``__iter__`` (same seed, same
-    order, same shard) computed with tensor ops: turning 50,000 indices into a Python list
-    and back every epoch would be wasted time. A test keeps the two identical.
-    """
+class ShardSampler(DistributedSampler):
+    """This rank's shard of an epoch's shuffle of ``n`` items (Lightning calls ``set_epoch``).
+    Under DDP up to ``world_size - 1`` images sit a training epoch out, so ranks step alike.
+    :meth:`indices` is the parent's ``__iter__`` (same seed, order and shard) in tensor ops,
+    sparing a 50,000-item Python list per epoch; a test keeps the two identical."""
 
     def __init__(
         self,
@@ -41,22 +37,12 @@ class EpochSampler(DistributedSampler):
         seed: int = 0,
         drop_last: bool = False,
     ) -> None:
-        super().__init__(
-            range(n),  # only its length is used
-            num_replicas=num_replicas,
-            rank=rank,
-            shuffle=shuffle,
-            seed=seed,
-            drop_last=drop_last,
-        )
+        super().__init__(range(n), num_replicas, rank, shuffle, seed, drop_last)
         self.n = n
 
     def indices(self) -> torch.Tensor:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.n, generator=g)
-        else:
-            order = torch.arange(self.n)
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
         if self.drop_last:
             order = order[: self.total_size]
         elif self.total_size > self.n:  # pad by repeating from the start, as the parent does
@@ -65,15 +51,11 @@ class EpochSampler(DistributedSampler):
 
 
 class DeviceLoader:
-    """Batches of ``(images, labels)`` cut from uint8 images already on the device.
+    """Batches of ``(images, labels)`` cut from (N, 3, H, W) uint8 images on the device, each
+    image once per epoch (on one device), the last batch smaller unless ``drop_last``.
+    ``subset`` picks a train or validation split, so both can share one copy of the images."""
 
-    ``images`` is (N, 3, H, W) uint8 and ``labels`` (N,) int64, both on the training device;
-    ``subset`` picks the images this loader serves (a train or validation split of them), so
-    the train and validation loaders can share one copy of the training set.
-    """
-
-    # Lightning looks for ``sampler`` (to call ``set_epoch``) and then ``batch_sampler`` on
-    # any loader it is given, as on a DataLoader; this one batches by itself.
+    # Lightning reads ``sampler`` (for set_epoch) and ``batch_sampler`` as on a DataLoader.
     batch_sampler = None
 
     def __init__(
@@ -82,7 +64,7 @@ class DeviceLoader:
         labels: torch.Tensor,
         subset: torch.Tensor | None,
         batch_size: int,
-        sampler: EpochSampler,
+        sampler: ShardSampler,
         normalize: Normalize,
         augment: Compose | None = None,
         seed: int = 0,
@@ -91,15 +73,11 @@ class DeviceLoader:
         n = len(labels) if subset is None else len(subset)
         if sampler.n != n:
             raise ValueError(f"the sampler covers {sampler.n} items, the loader {n}")
-        self.images = images
-        self.labels = labels
+        self.images, self.labels, self.sampler = images, labels, sampler
         self.subset = subset.to(images.device) if subset is not None else None
-        self.batch_size = batch_size
-        self.sampler = sampler
         self.normalize = normalize.to(images.device)
-        self.augment = augment
-        self.seed = seed
-        self.drop_last = drop_last
+        self.batch_size, self.augment = batch_size, augment
+        self.seed, self.drop_last = seed, drop_last
         self._batches = 0  # handed out this epoch
         self._resume: tuple[int, int] | None = None  # (epoch, batches) from a checkpoint
 
@@ -108,10 +86,8 @@ class DeviceLoader:
         return self.images.device
 
     def __len__(self) -> int:
-        per_rank = len(self.sampler)
-        if self.drop_last:
-            return per_rank // self.batch_size
-        return math.ceil(per_rank / self.batch_size)
+        per_rank, size = len(self.sampler), self.batch_size
+        return per_rank // size if self.drop_last else math.ceil(per_rank / size)
 
     def epoch_indices(self) -> torch.Tensor:
         """This epoch's images for this rank, in order, as indices into ``images``."""
@@ -119,17 +95,11 @@ class DeviceLoader:
         return order if self.subset is None else self.subset[order]
 
     def _generator(self, batch: int) -> torch.Generator:
-        """The augmentation's random stream for one batch, on the device.
-
-        Seeded from (seed, epoch, rank, batch): a run resumed mid-epoch draws exactly what the
-        uninterrupted run drew for the batches that remain.
-        """
         key = [self.seed, self.sampler.epoch, self.sampler.rank, batch]
         seed = np.random.SeedSequence(key).generate_state(1)[0]
         return torch.Generator(self.device).manual_seed(int(seed))
 
     def state_dict(self) -> dict[str, int]:
-        """Where the epoch stands: Lightning saves it in every checkpoint (see resumable.py)."""
         return {"epoch": self.sampler.epoch, "batches": self._batches}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
@@ -138,10 +108,9 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # A generator: this runs at the first next(), after Lightning's set_epoch.
-        start = 0
-        if self._resume is not None and self._resume[0] == self.sampler.epoch:
-            start = self._resume[1]  # skip the batches trained on before the checkpoint
-        self._resume = None
+        resume, self._resume = self._resume, None
+        # Skip the batches trained on before the checkpoint, if it was saved in this epoch.
+        start = resume[1] if resume is not None and resume[0] == self.sampler.epoch else 0
         self._batches = start
         order = self.epoch_indices()
         for b in range(start, len(self)):
@@ -163,10 +132,9 @@ class ResidentArrays:
     def get(self, array: np.ndarray, device: torch.device) -> torch.Tensor:
         key = (id(array), str(device))
         if key not in self._copies:
+            tensor = torch.from_numpy(array).to(device)
             if array.ndim == 4:  # (N, H, W, C) images → (N, C, H, W), contiguous for the gathers
-                tensor = torch.from_numpy(array).to(device).permute(0, 3, 1, 2).contiguous()
-            else:
-                tensor = torch.from_numpy(array).to(device)
+                tensor = tensor.permute(0, 3, 1, 2).contiguous()
             # Holding the array keeps its id from being reused by another array.
             self._copies[key] = (tensor, array)
         return self._copies[key][0]
@@ -187,26 +155,14 @@ def make_device_loader(
     drop_last: bool = False,
 ) -> DeviceLoader:
     """A device loader over the same images, labels and split as a classic ``ArrayDataset``.
-
-    ``drop_last`` (training only): leave out the last partial batch of each epoch, as the
-    classic loader does and airbench does, instead of serving it smaller.
-    """
-    images = resident.get(dataset.images, device)
-    labels = resident.get(dataset.labels, device)
+    Training shards evenly (every rank the same number of steps) and, with ``drop_last``,
+    leaves out each epoch's last partial batch as the classic loader and airbench do;
+    evaluation serves every image, padded as Lightning pads the classic loaders."""
     subset = torch.from_numpy(np.asarray(dataset.indices, dtype=np.int64))
-    sampler = EpochSampler(
-        len(subset),
-        num_replicas=world_size,
-        rank=rank,
-        shuffle=train,
-        seed=seed,
-        # Training: an even split across ranks (every rank the same number of steps).
-        # Evaluation: every image, padded like Lightning pads the classic loaders.
-        drop_last=train,
-    )
+    sampler = ShardSampler(len(subset), world_size, rank, train, seed, drop_last=train)
     return DeviceLoader(
-        images,
-        labels,
+        resident.get(dataset.images, device),
+        resident.get(dataset.labels, device),
         subset,
         batch_size=batch_size,
         sampler=sampler,

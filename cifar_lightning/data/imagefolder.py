@@ -2,8 +2,7 @@
 
 Layout: ``train/<class>/*`` and ``test/<class>/*`` (optionally under one top folder). Decoding
 60,000 JPEGs takes ~12 s on a core, so the arrays are cached as ``.npz`` keyed by a
-fingerprint of the source: the cache is reused only while the source is unchanged, and a
-changed or corrupt cache is simply rebuilt.
+fingerprint of the source, reused only while the source is unchanged and rebuilt if corrupt.
 """
 
 from __future__ import annotations
@@ -44,11 +43,8 @@ def is_archive(root: Path) -> bool:
 
 
 def fingerprint(root: Path) -> str:
-    """Content hash of an archive; (path, size, mtime) hash of a directory tree.
-
-    Hashing the 19 MB archive costs ~50 ms; hashing 60,000 image files would cost more than
-    decoding them, so a directory is fingerprinted by its listing instead.
-    """
+    """Content hash of an archive (~50 ms for 19 MB); (path, size, mtime) hash of a directory,
+    since hashing 60,000 image files would cost more than decoding them."""
     h = hashlib.sha256(f"format={CACHE_FORMAT}".encode())
     if root.is_file():
         with root.open("rb") as f:
@@ -59,8 +55,8 @@ def fingerprint(root: Path) -> str:
             for dirpath, dirnames, filenames in os.walk(root / split):
                 dirnames.sort()
                 for name in sorted(filenames):
-                    st = os.stat(os.path.join(dirpath, name))
-                    rel = os.path.relpath(os.path.join(dirpath, name), root)
+                    path = os.path.join(dirpath, name)
+                    st, rel = os.stat(path), os.path.relpath(path, root)
                     h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
                 h.update(f"dir:{os.path.relpath(dirpath, root)}\n".encode())
     return h.hexdigest()[:16]
@@ -84,13 +80,9 @@ def _archive_entries(root: Path, class_dirs: dict[str, set[str]]) -> Iterator[En
                 if member.isdir() and len(parts) >= 2 and parts[-2] in SPLITS:
                     class_dirs[parts[-2]].add(parts[-1])
                     continue
-                key = _classify(parts) if member.isfile() else None
-                if key is None:
-                    continue
-                class_dirs[key[0]].add(key[1])
-                fileobj = tar.extractfile(member)
-                assert fileobj is not None
-                yield (*key, fileobj.read())
+                if member.isfile() and (key := _classify(parts)) is not None:
+                    class_dirs[key[0]].add(key[1])
+                    yield (*key, tar.extractfile(member).read())  # type: ignore[union-attr]
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise DataError(
             f"{root} is truncated or not a readable tar archive ({e}).",
@@ -100,11 +92,8 @@ def _archive_entries(root: Path, class_dirs: dict[str, set[str]]) -> Iterator[En
 
 
 def _directory_entries(root: Path, class_dirs: dict[str, set[str]]) -> Iterator[Entry]:
-    for split in SPLITS:
-        split_dir = root / split
-        if not split_dir.is_dir():
-            continue
-        for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+    for split in (s for s in SPLITS if (root / s).is_dir()):
+        for class_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
             class_dirs[split].add(class_dir.name)
             for path in sorted(class_dir.iterdir()):
                 key = _classify((split, class_dir.name, path.name))
@@ -133,83 +122,75 @@ def _decode(split: str, cls: str, name: str, payload: bytes, root: Path) -> np.n
     return array
 
 
-def decode(root: Path, classes: Sequence[str]) -> Splits:
-    """Read every image of ``root`` into arrays; label order is ``classes`` order."""
-    class_dirs: dict[str, set[str]] = {s: set() for s in SPLITS}
-    entries = (
-        _archive_entries(root, class_dirs)
-        if is_archive(root)
-        else _directory_entries(root, class_dirs)
-    )
-    decoded: dict[str, list[tuple[str, str, np.ndarray]]] = {s: [] for s in SPLITS}
-    for split, cls, name, payload in entries:
-        decoded[split].append((cls, name, _decode(split, cls, name, payload, root)))
-
+def _check_classes(root: Path, class_dirs: dict[str, set[str]], classes: Sequence[str]) -> None:
     for split in SPLITS:
         if not class_dirs[split]:
             raise DataError(f"{root} has no {split}/<class>/ folders with images.", LAYOUT_FIX)
-    if class_dirs["train"] != class_dirs["test"]:
-        only_train = sorted(class_dirs["train"] - class_dirs["test"])
-        only_test = sorted(class_dirs["test"] - class_dirs["train"])
+    train, test = class_dirs["train"], class_dirs["test"]
+    if train != test:
         raise DataError(
             f"{root}: train/ and test/ have different classes "
-            f"(only in train: {only_train}; only in test: {only_test}).",
+            f"(only in train: {sorted(train - test)}; only in test: {sorted(test - train)}).",
             fix="give both splits the same class folders",
         )
-    if sorted(class_dirs["train"]) != sorted(classes):
+    if sorted(train) != sorted(classes):
         raise DataError(
-            f"{root} has classes {sorted(class_dirs['train'])}, the config expects "
-            f"{list(classes)}.",
+            f"{root} has classes {sorted(train)}, the config expects {list(classes)}.",
             fix="set data.classes to the folder's class names in label order, e.g. "
-            f"data.classes=[{','.join(sorted(class_dirs['train']))}]",
+            f"data.classes=[{','.join(sorted(train))}]",
         )
+
+
+def _split_arrays(
+    root: Path, split: str, items: list[tuple[str, str, np.ndarray]], classes: Sequence[str]
+) -> ImageArrays:
+    """One split's images in (class, file name) order, so that archive order, file-system
+    order and cache never change the result."""
     index = {c: i for i, c in enumerate(classes)}
-    arrays = {}
-    for split in SPLITS:
-        counts = {c: 0 for c in classes}
-        for cls, _, _ in decoded[split]:
-            counts[cls] += 1
-        empty = [c for c, n in counts.items() if n == 0]
-        if empty:
-            raise DataError(
-                f"{root}: {split}/{empty[0]}/ holds no images.",
-                fix="put the images back or remove that class from both splits and from "
-                "data.classes",
-            )
-        # Sort so that archive order, file-system order and cache never change the result.
-        items = sorted(decoded[split], key=lambda t: (index[t[0]], t[1]))
-        images = np.stack([a for _, _, a in items])
-        labels = np.array([index[c] for c, _, _ in items], dtype=np.int64)
-        if split == "test":
-            # A fixed shuffle, as the official test batch has: any prefix of the test set
-            # (trainer.limit_test_batches, or limit_val_batches with val_size=0) then holds
-            # every class, not only airplanes. Train order does not matter (it is shuffled).
-            order = np.random.default_rng(TEST_ORDER_SEED).permutation(len(labels))
-            images, labels = images[order], labels[order]
-        arrays[split] = ImageArrays(images=images, labels=labels)
-    return Splits(train=arrays["train"], test=arrays["test"], classes=tuple(classes))
+    present = {cls for cls, _, _ in items}
+    empty = [c for c in classes if c not in present]
+    if empty:
+        raise DataError(
+            f"{root}: {split}/{empty[0]}/ holds no images.",
+            fix="put the images back or remove that class from both splits and from data.classes",
+        )
+    items = sorted(items, key=lambda t: (index[t[0]], t[1]))
+    images = np.stack([a for _, _, a in items])
+    labels = np.array([index[c] for c, _, _ in items], dtype=np.int64)
+    if split == "test":
+        # A fixed shuffle, as the official test batch has: any prefix (limit_test_batches, or
+        # limit_val_batches with val_size=0) then holds every class; train is shuffled anyway.
+        order = np.random.default_rng(TEST_ORDER_SEED).permutation(len(labels))
+        images, labels = images[order], labels[order]
+    return ImageArrays(images=images, labels=labels)
+
+
+def decode(root: Path, classes: Sequence[str]) -> Splits:
+    """Read every image of ``root`` into arrays; label order is ``classes`` order."""
+    class_dirs: dict[str, set[str]] = {s: set() for s in SPLITS}
+    entries = (_archive_entries if is_archive(root) else _directory_entries)(root, class_dirs)
+    decoded: dict[str, list[tuple[str, str, np.ndarray]]] = {s: [] for s in SPLITS}
+    for split, cls, name, payload in entries:
+        decoded[split].append((cls, name, _decode(split, cls, name, payload, root)))
+    _check_classes(root, class_dirs, classes)
+    train, test = (_split_arrays(root, split, decoded[split], classes) for split in SPLITS)
+    return Splits(train=train, test=test, classes=tuple(classes))
 
 
 def _save_cache(splits: Splits, path: Path) -> None:
+    arrays = {"classes": np.array(splits.classes)}
+    for split in SPLITS:
+        part = getattr(splits, split)
+        arrays |= {f"{split}_images": part.images, f"{split}_labels": part.labels}
     # Atomic: a crash mid-write never leaves a half cache that looks valid.
-    arrays = {
-        "train_images": splits.train.images,
-        "train_labels": splits.train.labels,
-        "test_images": splits.test.images,
-        "test_labels": splits.test.labels,
-        "classes": np.array(splits.classes),
-    }
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _load_cache(path: Path, classes: Sequence[str]) -> Splits | None:
     try:
         with np.load(path, allow_pickle=False) as z:
-            splits = Splits(
-                train=ImageArrays(z["train_images"], z["train_labels"]),
-                test=ImageArrays(z["test_images"], z["test_labels"]),
-                classes=tuple(str(c) for c in z["classes"]),
-            )
+            train, test = (ImageArrays(z[f"{s}_images"], z[f"{s}_labels"]) for s in SPLITS)
+            splits = Splits(train, test, classes=tuple(str(c) for c in z["classes"]))
     except Exception as e:  # any unreadable cache is rebuilt, never trusted
         log.warning("Ignoring unreadable decode cache %s (%s); rebuilding it.", path, e)
         return None

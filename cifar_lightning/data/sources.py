@@ -1,13 +1,11 @@
 """Where the images come from: torchvision's CIFAR-10 download, an image folder, or fakes.
 
-Every source ends as the same thing — uint8 arrays in memory — so the rest of the pipeline
-(split, augmentation, loaders) never cares which one it was. CIFAR-10 is 180 MB as uint8:
-holding it in memory is cheaper than decoding files every epoch.
+Every source ends as uint8 arrays in memory (180 MB for CIFAR-10, cheaper than decoding files
+every epoch), so split, augmentation and loaders never care which one it was.
 """
 
 from __future__ import annotations
 
-import logging
 import urllib.error
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,8 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from cifar_lightning.errors import DataError
-
-log = logging.getLogger(__name__)
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -71,21 +67,16 @@ def load_torchvision_cifar10(root: str | Path, download: bool = True) -> Splits:
         train = CIFAR10(str(root), train=True, download=download)
         test = CIFAR10(str(root), train=False, download=False)
     except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
-        reason = getattr(e, "reason", e)
         raise DataError(
-            f"could not download CIFAR-10 into {root}/ ({reason}).",
-            fix=(
-                "with no network, point at a local copy instead: "
-                "data=imagefolder data.root=PATH (a folder with train/<class>/ and "
-                "test/<class>/ images, or a .tar.gz of that layout such as "
-                "../shared/data/cifar10-jpeg.tar.gz); or put cifar-10-python.tar.gz, "
-                f"downloaded elsewhere, into {root}/ and run again."
-            ),
+            f"could not download CIFAR-10 into {root}/ ({getattr(e, 'reason', e)}).",
+            fix="with no network, point at a local copy instead: "
+            "data=imagefolder data.root=PATH (a folder with train/<class>/ and "
+            "test/<class>/ images, or a .tar.gz of that layout such as "
+            "../shared/data/cifar10-jpeg.tar.gz); or put cifar-10-python.tar.gz, "
+            f"downloaded elsewhere, into {root}/ and run again.",
         ) from None
     except RuntimeError as e:  # torchvision's "Dataset not found or corrupted" / md5 mismatch
-        archive = root / CIFAR10.filename
-        if archive.is_file() and not _md5_ok(archive, CIFAR10.tgz_md5):  # a bad download
-            _check_archive(root)
+        _check_archive(root)  # a bad download gets its own message
         raise DataError(
             f"CIFAR-10 under {root}/ is missing or fails its md5 check ({e}).",
             fix=f"delete {root}/cifar-10-batches-py and {root}/cifar-10-python.tar.gz and run "
@@ -116,8 +107,7 @@ def _extracted_intact(root: Path) -> bool:
 
 def _check_archive(root: Path) -> None:
     """A cifar-10-python.tar.gz already in ``root`` (planted, or a broken download) must be
-    the real one: torchvision would otherwise try to download over it, and without network
-    report only that the download failed."""
+    the real one: torchvision would try to download over it and, offline, report only that."""
     from torchvision.datasets import CIFAR10
 
     archive = root / CIFAR10.filename
@@ -132,14 +122,10 @@ def _check_archive(root: Path) -> None:
 
 
 def make_fake(train_size: int, test_size: int, classes: Sequence[str], seed: int = 0) -> Splits:
-    """Synthetic CIFAR-shaped data that a net can actually learn.
-
-    Each class is a smooth random colour pattern plus heavy noise, so accuracy climbs above
-    chance within a few dozen steps: good enough for tests, demos and sweep plumbing, and it
-    needs no download.
-    """
-    rng = np.random.default_rng(seed)
-    k = len(classes)
+    """Synthetic CIFAR-shaped data a net can learn, for tests, demos and sweep plumbing: each
+    class is a smooth random colour pattern plus heavy noise, so accuracy climbs above chance
+    within a few dozen steps."""
+    rng, k = np.random.default_rng(seed), len(classes)
     coarse = rng.uniform(40, 215, size=(k, 4, 4, 3))
     prototypes = coarse.repeat(8, axis=1).repeat(8, axis=2)  # (k, 32, 32, 3)
 

@@ -1,10 +1,7 @@
 """Reading our checkpoints safely, and rebuilding the model from the checkpoint alone.
 
-``torch.load`` on an untrusted file can run arbitrary code (pickle). We only ever unpickle
-with ``weights_only=True`` — tensors and plain data — which is why models keep their
-hyper-parameters as plain data. Every training checkpoint also carries a small
-``cifar_lightning`` record: the model class and the run's resolved config, so evaluate /
-predict need nothing but the file.
+Unpickling can run arbitrary code, so we load ``weights_only=True`` only (hence plain-data
+hparams); a ``cifar_lightning`` record (model class, resolved config) is all evaluate/predict need.
 """
 
 from __future__ import annotations
@@ -25,17 +22,15 @@ from cifar_lightning.errors import CheckpointError
 from cifar_lightning.training.classifier import ImageClassifier
 
 MODELS_PACKAGE = "cifar_lightning.training."
-
 RECORD_KEY = "cifar_lightning"
 
 
+def _class_path(model: torch.nn.Module) -> str:
+    return f"{type(model).__module__}.{type(model).__qualname__}"
+
+
 def make_record(model: torch.nn.Module, run_config: dict[str, Any] | None) -> dict[str, Any]:
-    cls = type(model)
-    return {
-        "model_class": f"{cls.__module__}.{cls.__qualname__}",
-        "version": __version__,
-        "config": run_config,
-    }
+    return {"model_class": _class_path(model), "version": __version__, "config": run_config}
 
 
 class CheckpointRecord(Callback):
@@ -115,30 +110,21 @@ def load_classifier(path: str | Path) -> tuple[ImageClassifier, dict[str, Any]]:
 
 
 def check_resumable(checkpoint: dict[str, Any], path: str | Path, model: torch.nn.Module) -> None:
-    """Refuse a checkpoint that cannot continue training ``model``, before Lightning tries.
-
-    Lightning would otherwise fail deep inside ``fit`` with a KeyError or a page of
-    state-dict mismatches.
-    """
-    record = checkpoint[RECORD_KEY]
-    cls = type(model)
-    ours = f"{cls.__module__}.{cls.__qualname__}"
-    if record.get("model_class") != ours:
+    """Refuse a checkpoint that cannot resume ``model``, before ``fit`` fails with a KeyError."""
+    theirs, ours = checkpoint[RECORD_KEY].get("model_class"), _class_path(model)
+    if theirs != ours:
         raise CheckpointError(
-            f"{path} belongs to model {record.get('model_class')!r}; this run builds {ours}.",
+            f"{path} belongs to model {theirs!r}; this run builds {ours}.",
             fix="resume with the model (and config) the checkpoint was trained with",
         )
-    missing = [
-        k for k in ("optimizer_states", "loops", "epoch", "global_step") if k not in checkpoint
-    ]
-    if missing:
+    keys = ("optimizer_states", "loops", "epoch", "global_step")
+    if missing := [k for k in keys if k not in checkpoint]:
         raise CheckpointError(
             f"{path} holds weights only (no {', '.join(missing)}), so training cannot "
             "continue from it.",
             fix="resume from a training checkpoint such as the run's checkpoints/last.ckpt",
         )
-    expected = model.state_dict()
-    state = checkpoint["state_dict"]
+    expected, state = model.state_dict(), checkpoint["state_dict"]
     wrong = sorted(set(expected) ^ set(state))
     wrong += [k for k in expected if k in state and expected[k].shape != state[k].shape]
     if wrong:
@@ -158,24 +144,15 @@ def check_resumable(checkpoint: dict[str, Any], path: str | Path, model: torch.n
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint I/O, made crash-safe and weights-only.
-
-    Saving: Lightning writes through an fsspec transaction whose temporary file lives in the
-    system temp directory; when that is another file system (a tmpfs /tmp) the final move is
-    a copy, and a crash during it leaves a truncated ``last.ckpt``. Here the temporary file sits
-    next to the target, is fsync'ed, and replaces it atomically: a crash at any moment leaves
-    either the old checkpoint or the new one.
-
-    Loading (resume, ``trainer.test(ckpt_path="best")``): through :func:`read_checkpoint`, so a
-    corrupt, foreign or code-carrying file gets the same clear error everywhere.
-    """
+    """Lightning's checkpoint I/O, made crash-safe and weights-only. Lightning's temp file sits in
+    /tmp: on a tmpfs the final move is a copy that a crash truncates; ours sits beside the target
+    and replaces it atomically. Loads go through :func:`read_checkpoint`, for its clear errors."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
     ) -> None:
         if storage_options is not None or "://" in str(path):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
+            return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed save
             stale.unlink(missing_ok=True)

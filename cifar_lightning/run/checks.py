@@ -8,8 +8,6 @@ inside Hydra, between composing the config and making the run directory.
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -28,10 +26,9 @@ from cifar_lightning.run.config import (
     first_line,
     known_choices,
 )
+from cifar_lightning.training.classifier import make_scheduler
 
-# Images in the training set of the sources whose size is known before loading them.
-KNOWN_TRAIN_SIZES = {"cifar10": 50_000}
-# What to suggest when a whole group was removed (~optim).
+KNOWN_TRAIN_SIZES = {"cifar10": 50_000}  # known before loading: the split is checked up front
 DEFAULTS = {"model": "depthwise", "optim": "sgd", "data": "cifar10", "aug": "crop_flip"}
 IMAGEFOLDER_FIX = (
     "add data.root=PATH (a folder with train/<class>/ and test/<class>/, or a .tar.gz of it)"
@@ -47,6 +44,15 @@ def check(cfg: DictConfig) -> None:
     except OmegaConfBaseException as e:  # e.g. an interpolation that does not resolve
         raise config_error(e) from None
     _buildable(cfg)
+
+
+def check_before_run(cfg: DictConfig) -> None:
+    """What training's command line checks before Hydra writes anything: the config, and
+    for ``resume=`` that the checkpoint is sound and fits it."""
+    from cifar_lightning.run import resume
+
+    check(cfg)
+    resume.check_before_run(cfg)
 
 
 def _groups_chosen(cfg: DictConfig) -> None:
@@ -96,7 +102,7 @@ def _buildable(cfg: DictConfig) -> None:
     optimizer = _dry("optim", cfg.optim, lambda: instantiate(cfg.optim)(params=[param]))
     scheduler = (cfg.get("sched") or {}).get("scheduler")
     if scheduler:
-        _dry("sched", scheduler, lambda: _make_scheduler(scheduler, optimizer))
+        _dry("sched", scheduler, lambda: make_scheduler(cfg.sched, optimizer, lambda: 100))
     if cfg.aug.get("pipeline") is not None:
         pipeline = build(cfg.aug.pipeline, "aug")
         with torch.random.fork_rng(devices=[]):  # leave the seeded RNG as it was
@@ -107,17 +113,6 @@ def _buildable(cfg: DictConfig) -> None:
                     f"aug: the pipeline fails on a 32x32 image ({first_line(e)}).",
                     fix="check the aug.pipeline.* values (conf/aug/)",
                 ) from None
-
-
-def _make_scheduler(node: DictConfig, optimizer: torch.optim.Optimizer) -> Any:
-    make = instantiate(node)
-    kwargs = {}
-    if isinstance(make, functools.partial) and (
-        "total_steps" in inspect.signature(make.func).parameters
-        and make.keywords.get("total_steps") is None
-    ):
-        kwargs["total_steps"] = 100  # the real length comes from the Trainer
-    return make(optimizer, **kwargs)
 
 
 def _dry(what: str, node: DictConfig, make: Callable[[], Any]) -> Any:
@@ -136,7 +131,7 @@ def _dry(what: str, node: DictConfig, make: Callable[[], Any]) -> Any:
 class CheckBeforeRun(Callback):
     """Hydra callback: check the composed config before Hydra makes the run directory."""
 
-    def __init__(self, check: str = "cifar_lightning.run.train.check_before_run") -> None:
+    def __init__(self, check: str = "cifar_lightning.run.checks.check_before_run") -> None:
         self.check = check
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:

@@ -1,16 +1,16 @@
-"""Where the Hydra configs live, and the resolvers they use.
-
-The configs sit at the repo root (``conf/``) so a newcomer finds them next to the code; a
-wheel carries the same tree inside the package (``cifar_lightning/conf``). Every entry point
-asks this module for the directory so both layouts work.
+"""Where the configs live (``conf/`` at the repo root, ``cifar_lightning/conf`` in a wheel),
+the resolvers they use, how they are composed and built, and how a command line that does
+not compose becomes one clear message.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -72,41 +72,33 @@ def _claim_fresh(path: str) -> str:
 
 
 def uint8(values: Any) -> list[int]:
-    """``${uint8:${data.mean}}``: colours given as fractions (like data.mean) in pixel values.
-
-    Augmentation pipelines run on uint8 images, so a fill of "the dataset mean" must be given
-    in 0..255; deriving it from ``data.mean`` keeps the two in step.
-    """
+    """``${uint8:${data.mean}}``: fractions (like data.mean) as the 0..255 pixel values a
+    uint8 pipeline's fill needs, kept in step with ``data.mean``."""
     return [round(float(v) * 255) for v in values]
 
 
 def register_resolvers() -> None:
-    """Idempotent: safe to call from every entry point and test."""
-    if not OmegaConf.has_resolver("claim_dir"):
-        # use_cache: Hydra resolves hydra.run.dir more than once; all must see one claim.
-        OmegaConf.register_new_resolver("claim_dir", claim_dir, use_cache=True)
-    if not OmegaConf.has_resolver("uint8"):
-        OmegaConf.register_new_resolver("uint8", uint8)
-    # Sweeps: ${mul:${optim.lr},10} scales a search range around the chosen optimizer's
-    # default; ${parallel_jobs:} is how many joblib jobs this machine runs at once.
-    if not OmegaConf.has_resolver("mul"):
-        OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
-    # The submitit launchers ask the cluster for what the trainer will use. Imported when
-    # used: they need torch and Lightning, which a config error should not wait for.
-    for name, module in (
-        ("parallel_jobs", "sweeps"),
-        ("processes_per_node", "distributed"),
-        ("gpus_per_node", "distributed"),
-    ):
+    """Idempotent. ``claim_dir`` caches: Hydra resolves the run dir more than once, all must
+    see one claim. ``mul`` scales a search range around the optimizer's default LR. The
+    sweep and cluster resolvers need torch and Lightning, so they load on use: a config
+    error should not wait for them."""
+    resolvers = {
+        "claim_dir": claim_dir,
+        "uint8": uint8,
+        "mul": lambda a, b: float(a) * float(b),
+        "parallel_jobs": _deferred("sweeps", "parallel_jobs"),
+        "processes_per_node": _deferred("distributed", "processes_per_node"),
+        "gpus_per_node": _deferred("distributed", "gpus_per_node"),
+    }
+    for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, _deferred(module, name))
+            OmegaConf.register_new_resolver(name, resolver, use_cache=name == "claim_dir")
 
 
 def _deferred(module: str, name: str) -> Callable[..., Any]:
-    def call(*args: Any) -> Any:
-        return getattr(importlib.import_module(f"cifar_lightning.run.{module}"), name)(*args)
-
-    return call
+    return lambda *args: getattr(importlib.import_module(f"cifar_lightning.run.{module}"), name)(
+        *args
+    )
 
 
 # Every reader of the configs imports this module: their resolvers exist from then on.
@@ -118,18 +110,10 @@ def compose_config(
     config_name: str = "train",
     return_hydra_config: bool = False,
 ) -> DictConfig:
-    """Compose the config the way ``python -m cifar_lightning.train`` would, for tests and tools.
-
-    ``hydra.*`` interpolations are not available in the result (there is no Hydra run), so
-    callers set ``paths.output_dir`` themselves.
-    """
-    register_resolvers()
+    """Compose a config as its command would, for tests and tools (no Hydra run: callers
+    set ``paths.output_dir`` themselves)."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(
-            config_name=config_name,
-            overrides=list(overrides or []),
-            return_hydra_config=return_hydra_config,
-        )
+        return compose(config_name, list(overrides or []), return_hydra_config)
 
 
 # The group choices of a config checked before Hydra's run starts (run/checks.py), for
@@ -147,11 +131,8 @@ def known_choices(choices: dict[str, str]) -> Iterator[None]:
 
 
 def compose_for_tool(argv: Sequence[str], config_name: str) -> tuple[DictConfig, dict[str, str]]:
-    """The config a command-line tool (summary, show_aug) runs with, and the group choices.
-
-    Arguments work as for training, but there is no Hydra run: nothing is written and no run
-    directory is made. A bad argument is the same :class:`ConfigError` train gives.
-    """
+    """The config of a tool that writes no run dir (summary, show_aug), and its group choices;
+    a bad argument is the same ConfigError train gives."""
     try:
         cfg = compose_config(list(argv), config_name, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as e:
@@ -163,11 +144,8 @@ def compose_for_tool(argv: Sequence[str], config_name: str) -> tuple[DictConfig,
 
 
 def chosen_option(group: str) -> str | None:
-    """The option picked for a config group in this Hydra run (``aug=crop_flip`` → "crop_flip").
-
-    Outside a Hydra run, the choices given by :func:`known_choices`, else None (a config
-    composed by :func:`compose_config`, where Hydra keeps no record of them).
-    """
+    """The option picked for a group (``aug=crop_flip`` → "crop_flip"): Hydra's record in a
+    job, else :func:`known_choices`, else None."""
     if HydraConfig.initialized():
         choice = HydraConfig.get().runtime.choices.get(group)
     else:
@@ -176,12 +154,8 @@ def chosen_option(group: str) -> str | None:
 
 
 def build(node: DictConfig, what: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` with errors a user can act on.
-
-    Hydra wraps whatever a constructor raises; a :class:`UserError` from our own code is
-    unwrapped so its message reaches the user as written, and any other failure (a typo in
-    a key, a wrong type) becomes one :class:`ConfigError` naming the config group.
-    """
+    """``instantiate`` with errors a user can act on: our UserErrors come out unwrapped,
+    anything else a constructor raises is one ConfigError naming the group."""
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as e:
@@ -280,6 +254,7 @@ def run_hydra(hydra_main: Callable[[], Any], config_name: str = "train") -> None
     so the exception itself (its type, its key) says what went wrong.
     """
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    _quiet_known_noise()
     with exit_on_user_error():
         try:
             hydra_main()
@@ -301,13 +276,9 @@ def batched_aug_options(conf: str | Path | None = None) -> list[str]:
 
 
 def batched_augmentation(cfg: DictConfig, needed_by: str | None = None) -> Any:
-    """The run's batched augmentation when ``data.loader=device`` asks for it, else None.
-
-    ``needed_by`` names another user that needs it whatever the loader (the benchmark).
-    An aug with no ``batched:`` node (albumentations, rotations, colour jitter: what these
-    ops cannot express exactly) cannot run on the device loader; say so before any work
-    starts rather than silently training with a different augmentation.
-    """
+    """The run's batched augmentation when ``data.loader=device`` (or ``needed_by``, the
+    benchmark) asks for it, else None; an aug without a ``batched:`` node is refused rather
+    than silently swapped for another augmentation."""
     if needed_by is None and cfg.data.get("loader", "classic") != "device":
         return None
     node = cfg.aug.get("batched")
@@ -324,3 +295,24 @@ def batched_augmentation(cfg: DictConfig, needed_by: str | None = None) -> Any:
             fix=fix,
         )
     return build(node, "aug")
+
+
+class _DropNoise(logging.Filter):
+    NOISE = ("Tip: For seamless cloud logging", "Trainer already configured with model summary")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(n in record.getMessage() for n in self.NOISE)
+
+
+def _quiet_known_noise() -> None:
+    """Drop exact, known noise: Lightning's advert and a notice about our chosen summary
+    (filters act on the emitting logger), alembic's set-up chatter under Optuna, a schema
+    notice for our launcher configs that share the plugins' names on purpose, and Lightning
+    2.6 calling a helper torch >= 2.10 deprecated."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

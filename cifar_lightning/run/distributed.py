@@ -1,10 +1,8 @@
 """One run, several processes: every rank must write into the same run directory.
 
-Lightning's DDP launcher re-runs the command with rank 0's ``hydra.run.dir``; an outside
-launcher (torchrun, srun, a process per node) starts every process itself, and each would
-claim its own directory. Under torchrun rank 0 claims it and hands the name over torchrun's
-key-value store; elsewhere the run stops and asks for one directory for all processes.
-"""
+Lightning's DDP launcher re-runs the command with rank 0's ``hydra.run.dir``; under torchrun,
+srun or a process per node each process would claim its own. Under torchrun rank 0 claims it and
+hands the name over torchrun's store; elsewhere the run stops and asks for one directory."""
 
 from __future__ import annotations
 
@@ -22,8 +20,7 @@ from cifar_lightning.errors import ConfigError
 
 # How long ranks 1… wait for rank 0 to name the run directory (it may still be importing).
 _HANDOFF_TIMEOUT = timedelta(minutes=5)
-# A process claims its directories in the same order on every rank; number the claims so
-# each one gets its own key in the store.
+# Every rank claims its directories in the same order: numbered, each gets its own store key.
 _claim_numbers = itertools.count()
 
 
@@ -31,13 +28,8 @@ def outside_launcher() -> str | None:
     """Which outside launcher started this process as one of several, if any."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
         return "torchrun"
-    if (
-        # Lightning's own test for "srun started one process per task" (not interactive)
-        _is_srun_used()
-        and int(os.environ["SLURM_NTASKS"]) > 1
-        # submitit's tasks share the sweep directory through the pickled config
-        and "SUBMITIT_EXECUTOR" not in os.environ
-    ):
+    srun = _is_srun_used() and int(os.environ["SLURM_NTASKS"]) > 1  # Lightning's own test
+    if srun and "SUBMITIT_EXECUTOR" not in os.environ:  # submitit pickles the dir for all tasks
         return "srun"
     if "NODE_RANK" in os.environ:  # Lightning's hand-started multi-node launch
         return "a process per node"
@@ -60,17 +52,12 @@ def shared_claim(path: str, claim: Callable[[str], str]) -> str:
 
 
 def _claim_through_torchrun_store(path: str, claim: Callable[[str], str]) -> str:
-    # torchrun's agent hosts a TCPStore at MASTER_ADDR:MASTER_PORT for the whole launch (it
-    # is how init_process_group finds its peers); a key there reaches every rank, on every
-    # node, and dies with the launch — no stale names from an earlier run.
+    # torchrun's agent hosts a TCPStore at MASTER_ADDR:MASTER_PORT for the whole launch: a key
+    # there reaches every rank on every node, and dies with the launch (no stale names).
     from torch.distributed import TCPStore
 
-    store = TCPStore(
-        os.environ["MASTER_ADDR"],
-        int(os.environ["MASTER_PORT"]),
-        is_master=False,
-        timeout=_HANDOFF_TIMEOUT,
-    )
+    address, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    store = TCPStore(address, port, is_master=False, timeout=_HANDOFF_TIMEOUT)
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     key = f"cifar_lightning/claim/{attempt}/{next(_claim_numbers)}"
     if int(os.environ["RANK"]) == 0:
@@ -92,11 +79,8 @@ def check_launch(trainer: L.Trainer, in_sweep: bool) -> None:
 
 
 def processes_per_node(devices: object) -> int:
-    """How many processes (one per device) a run starts per node, for a cluster launcher.
-
-    ``auto`` and ``-1`` ("all the node has") count as one: the launcher must ask the cluster
-    for a number before the job knows what the node has, so say ``trainer.devices=N``.
-    """
+    """Processes (one per device) per node, for a cluster launcher. ``auto`` and ``-1`` count
+    as one: the cluster needs a number before the job sees the node (say ``trainer.devices=N``)."""
     if isinstance(devices, list | tuple) or OmegaConf.is_list(devices):
         return len(devices)
     text = str(devices).strip()

@@ -1,10 +1,8 @@
 """``python -m cifar_lightning.evaluate ckpt_path=PATH``: a checkpoint's test results, in full.
 
-Needs nothing but the checkpoint: the model comes back from its hyper-parameters and the data
-from the run config it carries (``data=…`` or ``data.*`` override it). The test pass is
-``trainer.test`` with the callback that draws the pictures at the end of training, so the
-numbers and pictures mean the same thing in both.
-"""
+Needs nothing but the checkpoint: the model comes from its hyper-parameters, the data from its
+run config (``data=…`` or ``data.*`` override it). ``trainer.test`` runs with the callback that
+draws training's final pictures, so numbers and pictures mean the same in both."""
 
 from __future__ import annotations
 
@@ -23,7 +21,7 @@ from rich.table import Table
 
 from cifar_lightning.atomic import atomic_write
 from cifar_lightning.errors import ConfigError, UserError, exit_on_user_error
-from cifar_lightning.run import log_filters, schema
+from cifar_lightning.run import schema
 from cifar_lightning.run.checkpoints import load_classifier
 from cifar_lightning.run.config import CONFIG_DIR, build, run_hydra
 from cifar_lightning.run.record import discard_unused_run_dir
@@ -32,20 +30,15 @@ from cifar_lightning.training.predictions import Results
 
 log = logging.getLogger(__name__)
 
-
 SPLITS = {"test": "test set", "val": "validation split"}
 DATAMODULE = "cifar_lightning.data.CIFAR10DataModule"
 
 
 def data_config(record: dict[str, Any], overrides: DictConfig | None) -> dict[str, Any]:
     """The checkpoint run's data config with every non-null ``data.*`` override applied."""
-    run_config = record.get("config") or {}
-    data = dict(run_config.get("data") or {})
-    given = {
-        k: v
-        for k, v in (OmegaConf.to_container(overrides, resolve=True) if overrides else {}).items()
-        if v is not None
-    }
+    data = dict((record.get("config") or {}).get("data") or {})
+    raw = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
+    given = {k: v for k, v in raw.items() if v is not None}
     if not data and "source" not in given:
         raise ConfigError(
             "the checkpoint does not record which data its run used.",
@@ -54,8 +47,7 @@ def data_config(record: dict[str, Any], overrides: DictConfig | None) -> dict[st
         )
     data.update(given)
     data.setdefault("_target_", DATAMODULE)
-    # Augmentation never applies to evaluation, and the model's normalization is part of the
-    # model: it comes from the checkpoint, not from the data config.
+    # Evaluation never augments; normalization is the model's own, from its checkpoint.
     data.pop("aug", None)
     return data
 
@@ -77,38 +69,24 @@ def build_datamodule(model: Any, record: dict[str, Any], cfg: DictConfig):
 
 def print_summary(summary: dict[str, Any], results: Results, console: Console) -> None:
     table = Table(title=f"Per-class accuracy, {SPLITS[summary['split']]}", title_justify="left")
-    for name, justify in (
-        ("class", "left"),
-        ("images", "right"),
-        ("correct", "right"),
-        ("accuracy", "right"),
-        ("most often mistaken for", "left"),
-    ):
-        table.add_column(name, justify=justify)
+    columns = ("class", "images", "correct", "accuracy", "most often mistaken for")
+    for i, name in enumerate(columns):
+        table.add_column(name, justify="right" if 0 < i < 4 else "left")
     for row in results.per_class():
-        acc = row["acc"]
+        acc, confused = row["acc"], "-"
         style = "green" if acc is not None and acc >= results.accuracy else "red"
-        confused = (
-            f"{row['most_confused_with']} ({row['most_confused_share']:.1%})"
-            if row["most_confused_with"]
-            else "-"
-        )
-        table.add_row(
-            row["class"],
-            f"{row['images']:,}",
-            f"{row['correct']:,}",
-            f"[{style}]{acc:.1%}[/]" if acc is not None else "-",
-            confused,
-        )
+        if row["most_confused_with"]:
+            confused = f"{row['most_confused_with']} ({row['most_confused_share']:.1%})"
+        accuracy = f"[{style}]{acc:.1%}[/]" if acc is not None else "-"
+        table.add_row(row["class"], f"{row['images']:,}", f"{row['correct']:,}", accuracy, confused)
     console.print(table)
     m = summary["metrics"]
     console.print(
         f"[bold]top-1 {m['acc']:.2%}[/]   top-5 {m['acc_top5']:.2%}   loss {m['loss']:.4f}   "
         f"({summary['num_images']:,} images, {summary['data']})"
     )
-    console.print(
-        f"Written to {summary['run_dir']}: eval.json, {', '.join(summary['files'].values())}"
-    )
+    files = ", ".join(summary["files"].values())
+    console.print(f"Written to {summary['run_dir']}: eval.json, {files}")
 
 
 def evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
@@ -137,8 +115,7 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     log.info("Evaluating %s on the %s of %s", ckpt_path, split, datamodule.describe())
     loader = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
     (metrics,) = trainer.test(model, dataloaders=loader, verbose=False)
-    results = pictures.results
-    if results is None or not results.num_images:
+    if (results := pictures.results) is None or not results.num_images:
         raise UserError(f"the {split} holds no images.", fix="check data.*")
     summary = {
         "checkpoint": str(ckpt_path),
@@ -177,5 +154,4 @@ def hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """``python -m cifar_lightning.evaluate`` / ``cifar-evaluate``."""
-    log_filters.install()
     run_hydra(hydra_main, "evaluate")

@@ -1,9 +1,7 @@
 """``python -m cifar_lightning.predict ckpt_path=PATH images=[cat.jpg,photos/]``: classify photos.
 
-Any image a user has — a phone photo, a PNG with transparency, a greyscale scan — is brought
-to what the model was trained on: 32x32 RGB (scaled with antialiasing, centre-cropped or
-stretched), normalized with the mean/std stored in the checkpoint. A file that cannot be read
-gets one error line and the others are still classified; the exit code is 1 if any failed.
+Any image (phone photo, transparent PNG, greyscale scan) is made 32x32 RGB (cropped or stretched)
+and normalized as in training. Unreadable files get an error line (exit code 1); the rest still run.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ from cifar_lightning.run.checkpoints import load_classifier
 from cifar_lightning.run.config import CONFIG_DIR, run_hydra
 from cifar_lightning.run.trainer import pick_device
 from cifar_lightning.training import figures
+from cifar_lightning.training.classifier import ImageClassifier
 
 SIZE = 32
 RESIZE_MODES = ("crop", "stretch")
@@ -47,18 +46,13 @@ class Prediction:
     def to_json(self) -> dict[str, Any]:
         if self.error is not None:
             return {"path": self.path, "error": self.error}
-        return {
-            "path": self.path,
-            "top": [{"class": c, "probability": round(p, 6)} for c, p in self.top or []],
-        }
+        top = [{"class": c, "probability": round(p, 6)} for c, p in self.top or []]
+        return {"path": self.path, "top": top}
 
 
 def find_images(inputs: Iterable[str]) -> list[Prediction]:
-    """One entry per file to classify; missing paths and empty folders come back as errors.
-
-    A file named on the command line is always tried (whatever its suffix); a folder
-    contributes only its files with image suffixes, so a README beside the photos is no error.
-    """
+    """One entry per file; missing paths and empty folders come back as errors. A named file is
+    always tried; a folder gives only its image files (a README beside them is no error)."""
     found: list[Prediction] = []
     for entry in inputs:
         path = Path(str(entry)).expanduser()
@@ -84,15 +78,12 @@ def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode as 8-bit RGB; transparency is laid over white."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit and float greyscale
         a = np.asarray(img, dtype=np.float64)
-        scale = 1.0 if a.max(initial=0) <= 255 else 257.0
-        if img.mode == "F" and a.max(initial=0) <= 1.0:
-            scale = 1.0 / 255
+        top = a.max(initial=0)
+        scale = 1.0 / 255 if img.mode == "F" and top <= 1.0 else 1.0 if top <= 255 else 257.0
         img = Image.fromarray(np.clip(a / scale, 0, 255).astype(np.uint8), mode="L")
-    transparent = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
-    if transparent:
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
         rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
     return img.convert("RGB")
 
 
@@ -103,25 +94,17 @@ def load_image(path: str | Path, resize: str = "crop") -> np.ndarray:
         img.draft("RGB", (4 * SIZE, 4 * SIZE))
         img = ImageOps.exif_transpose(img)  # phone photos are often stored sideways
         rgb = to_rgb(img)
-    if resize == "crop":
-        small = ImageOps.fit(rgb, (SIZE, SIZE), method=Image.Resampling.BICUBIC)
-    else:
-        small = rgb.resize((SIZE, SIZE), Image.Resampling.BICUBIC)
+    size, bicubic = (SIZE, SIZE), Image.Resampling.BICUBIC
+    small = ImageOps.fit(rgb, size, bicubic) if resize == "crop" else rgb.resize(size, bicubic)
     return np.asarray(small, dtype=np.uint8)
 
 
 def classify(
-    model: torch.nn.Module,
-    images: np.ndarray,
-    mean: Sequence[float],
-    std: Sequence[float],
-    class_names: Sequence[str],
-    topk: int,
-    device: torch.device,
-    batch_size: int = 256,
+    model: ImageClassifier, images: np.ndarray, topk: int, device: torch.device, batch_size: int
 ) -> list[list[tuple[str, float]]]:
-    """Top-k (class, probability) for each (32, 32, 3) uint8 image."""
-    normalize = Normalize(mean, std)
+    """Top-k (class, probability) for each (32, 32, 3) uint8 image, normalized as in training."""
+    class_names, topk = model.hparams.class_names, min(topk, len(model.hparams.class_names))
+    normalize = Normalize(model.hparams.mean, model.hparams.std)
     model = model.to(device).eval()
     tops: list[list[tuple[str, float]]] = []
     with torch.inference_mode():
@@ -149,58 +132,34 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     resize = cfg.get("resize", "crop")
     if resize not in RESIZE_MODES:
         raise ConfigError(f"resize={resize!r} is not a way to resize.", fix="use crop or stretch")
-    if int(cfg.get("topk", 3)) < 1:
+    topk = int(cfg.get("topk", 3))
+    if topk < 1:
         raise ConfigError(f"topk={cfg.topk} must be at least 1.", fix="e.g. topk=3")
     device = pick_device(str(cfg.get("device", "auto")))
-
     model, _ = load_classifier(cfg.ckpt_path)
-    hp = model.hparams
-    topk = min(int(cfg.get("topk", 3)), len(hp.class_names))
-
     predictions = find_images(inputs)
-    readable: list[Prediction] = []
     for p in predictions:
-        if p.error is not None:
-            continue
         try:
-            p.image = load_image(p.path, resize)
-            readable.append(p)
+            p.image = load_image(p.path, resize) if p.error is None else None
+        except UnidentifiedImageError:
+            p.error = "not a readable image (not an image format PIL knows)"
         except UNREADABLE as e:
-            p.error = f"not a readable image ({_reason(e)})"
+            p.error = f"not a readable image ({(str(e) or type(e).__name__).splitlines()[0]})"
         except ValueError as e:  # a mode PIL cannot convert, e.g. LAB
             p.error = f"cannot convert this image to RGB ({e})"
-    if readable:
+    if readable := [p for p in predictions if p.error is None]:
         batch = np.stack([p.image for p in readable])
-        tops = classify(
-            model, batch, hp.mean, hp.std, hp.class_names, topk, device, cfg.get("batch_size", 256)
-        )
+        tops = classify(model, batch, topk, device, cfg.get("batch_size", 256))
         for p, top in zip(readable, tops, strict=True):
             p.top = top
     return predictions
 
 
-def _reason(error: Exception) -> str:
-    if isinstance(error, UnidentifiedImageError):
-        return "not an image format PIL knows"
-    text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return text
-
-
-def results_table(predictions: Sequence[Prediction], topk: int) -> Table:
-    table = Table(title_justify="left")
-    table.add_column("image", overflow="fold")
-    ordinals = ["1st", "2nd", "3rd"] + [f"{i}th" for i in range(4, topk + 1)]
-    for i in range(topk):
-        table.add_column(ordinals[i], style="bold" if i == 0 else "")
-    for p in predictions:
-        if p.top is not None:
-            table.add_row(p.path, *(f"{c} {prob:.1%}" for c, prob in p.top))
-    return table
-
-
 def report(predictions: Sequence[Prediction], cfg: DictConfig, out: Console, err: Console) -> int:
     """Print/write the results; the exit code: 0 if every image was classified, else 1."""
     failed = [p for p in predictions if p.error is not None]
+    classified = [p for p in predictions if p.top is not None]
+    notes = [f"{len(classified)} classified, {len(failed)} failed"]
     payload = {
         "checkpoint": str(cfg.ckpt_path),
         "resize": cfg.get("resize", "crop"),
@@ -213,27 +172,26 @@ def report(predictions: Sequence[Prediction], cfg: DictConfig, out: Console, err
         path = Path(str(cfg.output)).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")
-    classified = [p for p in predictions if p.top is not None]
+        notes.append(f"JSON in {cfg.output}")
     if cfg.get("plot") and classified:
-        fig = figures.predictions_figure(
-            np.stack([p.image for p in classified]),
-            [Path(p.path).name for p in classified],
-            [p.top for p in classified],
-        )
+        names, tops = [Path(p.path).name for p in classified], [p.top for p in classified]
+        fig = figures.predictions_figure(np.stack([p.image for p in classified]), names, tops)
         figures.save_png(fig, Path(str(cfg.plot)).expanduser())
+        notes.append(f"picture in {cfg.plot}")
     if cfg.get("json"):
-        # Plain print: Rich would wrap long lines and break the JSON.
-        print(text)
+        print(text)  # not Rich: it would wrap long lines and break the JSON
     elif classified:
-        out.print(results_table(classified, max(len(p.top) for p in classified)))
+        table, topk = Table(title_justify="left"), max(len(p.top) for p in classified)
+        table.add_column("image", overflow="fold")
+        ordinals = ["1st", "2nd", "3rd"] + [f"{i}th" for i in range(4, topk + 1)]
+        for i in range(topk):
+            table.add_column(ordinals[i], style="bold" if i == 0 else "")
+        for p in classified:
+            table.add_row(p.path, *(f"{c} {prob:.1%}" for c, prob in p.top))
+        out.print(table)
     for p in failed:
         err.print(Text.assemble(("error: ", "bold red"), f"{p.path}: {p.error}"))
     if not cfg.get("json"):
-        notes = [f"{len(classified)} classified, {len(failed)} failed"]
-        if cfg.get("output"):
-            notes.append(f"JSON in {cfg.output}")
-        if cfg.get("plot") and classified:
-            notes.append(f"picture in {cfg.plot}")
         err.print("; ".join(notes))
     return 1 if failed else 0
 
@@ -241,14 +199,12 @@ def report(predictions: Sequence[Prediction], cfg: DictConfig, out: Console, err
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 def _hydra_main(cfg: DictConfig) -> None:
     with exit_on_user_error():
-        predictions = predict(cfg)
-        code = report(predictions, cfg, Console(), Console(stderr=True, highlight=False))
+        code = report(predict(cfg), cfg, Console(), Console(stderr=True, highlight=False))
     sys.exit(code)
 
 
 def main() -> None:
-    """``python -m cifar_lightning.predict`` / ``cifar-predict``; ``--json`` is a shorthand for
-    ``json=true`` (Hydra has no flags of ours)."""
+    """``cifar-predict``; ``--json`` is shorthand for ``json=true`` (Hydra has no flags of ours)."""
     if "--json" in sys.argv[1:]:
         sys.argv = [a for a in sys.argv if a != "--json"] + ["json=true"]
     run_hydra(_hydra_main, "predict")

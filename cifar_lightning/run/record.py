@@ -1,9 +1,7 @@
 """``metrics.json``: one record per run, whatever became of it, and its HPARAMS twin.
 
-Completed, failed and interrupted runs all leave the same keys, filled as far as the run got,
-so a sweep's results never silently miss a job. :func:`write` is the only writer; the same
-record feeds TensorBoard's HPARAMS tab.
-"""
+Completed, failed and interrupted runs leave the same keys, filled as far as the run got, so a
+sweep's results never silently miss a job. :func:`write` is the only writer."""
 
 from __future__ import annotations
 
@@ -65,6 +63,7 @@ def build(
         "model": type(model).__name__ if model is not None else None,
         "epochs": trainer.current_epoch if trainer is not None else 0,
         "global_step": trainer.global_step if trainer is not None else 0,
+        **stepping(trainer),
         "wall_time_s": round(time.perf_counter() - started, 2),
         "device": device_name(trainer.strategy.root_device) if trainer is not None else None,
         "precision": str(trainer.precision) if trainer is not None else None,
@@ -75,6 +74,15 @@ def build(
         **dict.fromkeys(OPTIONAL_KEYS),
         **extra,
     }
+
+
+def stepping(trainer: L.Trainer | None) -> dict[str, Any]:
+    """How the run stepped through an epoch, once fit has set it up (else nulls)."""
+    steps = trainer.num_training_batches if trainer is not None else math.inf
+    if not math.isfinite(steps):
+        return {"steps_per_epoch": None, "last_batch_kept": None}
+    kept = not getattr(trainer.train_dataloader, "drop_last", False)
+    return {"steps_per_epoch": int(steps), "last_batch_kept": kept}
 
 
 def write(cfg: DictConfig, record: Mapping[str, Any], trainer: L.Trainer | None = None) -> None:
@@ -88,9 +96,8 @@ def write(cfg: DictConfig, record: Mapping[str, Any], trainer: L.Trainer | None 
         final = {k: round(v, 4) for k, v in record["metrics"].items() if k in shown and v}
         log.info("Results in %s: %s", path, final)
     if trainer is not None and trainer.state.fn is not None:  # it got to fit or test
-        config = OmegaConf.to_container(cfg, resolve=True)
         final = {k: v for k, v in record["metrics"].items() if v is not None}
-        log_hparams(trainer.loggers, config, final)
+        log_hparams(trainer.loggers, OmegaConf.to_container(cfg, resolve=True), final)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # one value per step after a resume
                 drop_superseded_events(logger.log_dir)
@@ -103,19 +110,14 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             flat.update(flatten(value, f"{name}/"))
-        elif isinstance(value, bool | int | float | str):
-            flat[name] = value
         else:
-            flat[name] = str(value)
+            flat[name] = value if isinstance(value, bool | int | float | str) else str(value)
     return flat
 
 
 def log_hparams(loggers: list, config: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
-    """The config beside the final numbers, for TensorBoard's HPARAMS tab.
-
-    Written as the hparams summary alone: Lightning's ``log_hyperparams(params, metrics)``
-    would also log every metric as a scalar at step 0, a bogus first point on every curve.
-    """
+    """The config beside the final numbers, for TensorBoard's HPARAMS tab. Not Lightning's
+    ``log_hyperparams(params, metrics)``: it also logs each metric at step 0, a bogus point."""
     flat = flatten(config)
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
@@ -128,12 +130,8 @@ def log_hparams(loggers: list, config: Mapping[str, Any], metrics: Mapping[str, 
 
 
 def discard_unused_run_dir(cfg: DictConfig) -> None:
-    """Remove a run directory that holds only bookkeeping (configs, logs, the failure record).
-
-    A run rejected for its config or data never trained: an empty dated directory would
-    clutter outputs/ and every later sweep report. Anything else (a checkpoint, an event
-    file, a picture) is real work, and stays; so does a resumed run's own directory.
-    """
+    """Remove a rejected run's directory (clutter in outputs/ and sweep reports) if it holds only
+    bookkeeping (configs, logs, the failure record) and is no resumed run's own."""
     run_dir = Path(cfg.paths.output_dir)
     if cfg.get("resume") or not run_dir.is_dir():
         return

@@ -29,7 +29,6 @@ from cifar_lightning.training.callbacks.interrupt import CheckpointOnInterrupt
 
 log = logging.getLogger(__name__)
 
-# Overrides of the original run that a resume decides anew.
 RESUME_KEYS = ("resume", "ckpt_path", "hydra.run.dir")
 
 
@@ -102,9 +101,8 @@ def expand_argv(args: list[str]) -> list[str]:
 
 
 def resume_checkpoint(run_dir: Path, ckpt_path: str | None) -> Path:
-    if ckpt_path in (None, "null", "last"):
-        return run_dir / "checkpoints" / "last.ckpt"
-    return Path(ckpt_path).expanduser()
+    last = ckpt_path in (None, "null", "last")
+    return run_dir / "checkpoints" / "last.ckpt" if last else Path(ckpt_path).expanduser()
 
 
 def checkpoint_to_load(cfg: DictConfig, model: torch.nn.Module) -> str | None:
@@ -126,20 +124,17 @@ def checkpoint_to_load(cfg: DictConfig, model: torch.nn.Module) -> str | None:
     return str(path)
 
 
-# What a continued run must keep: the checkpoint's optimizer state, schedule and data order
-# belong to these values. (trainer.* limits, logging, callbacks and workers may change.)
-FIXED = ("seed", "model", "optim", "sched", "aug", "loss", "trainer.accumulate_grad_batches")
+# What a continued run must keep (its checkpoint's state belongs to them), and its length
+# (a schedule was laid out for it); trainer limits, logging and workers may change.
+FIXED = ("seed", "optim", "sched", "aug", "loss", "trainer.accumulate_grad_batches")
 FIXED += tuple(f"data.{k}" for k in ("source", "root", "classes", "val_size", "split_seed"))
-FIXED += ("data.shuffle_seed", "data.batch_size")
-# The run's length: a schedule (one-cycle, cosine) was laid out for it.
+FIXED += ("data.shuffle_seed", "data.batch_size", "model")  # model: its own keys, checked last
 LENGTH = ("trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches")
 
 
 def _select(config: Any, key: str) -> Any:
     for part in key.split("."):
-        if not isinstance(config, dict) or part not in config:
-            return None
-        config = config[part]
+        config = config.get(part) if isinstance(config, dict) else None
     return config
 
 
@@ -180,8 +175,7 @@ def _first_difference(key: str, old: Any, new: Any) -> tuple[str, Any, Any]:
 
 
 def _short(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return str(value) if len(str(value)) <= 60 else str(value)[:57] + "..."
 
 
 def check_before_run(cfg: DictConfig) -> None:

@@ -1,18 +1,17 @@
 """What every config value may be: types (dataclasses) and ranges (their fields' metadata).
 
-A composed config is checked against these in one pass (:func:`validate`), before anything
-is written: a wrong type (``optim.lr=abc``) or an out-of-range value (``data.batch_size=0``)
-becomes one :class:`ConfigError` naming the key, the value and a fix. Unknown keys never get
-this far: Hydra's struct mode refuses them while composing (and ``+key=…`` adds one on
-purpose, for the object that takes it to judge). The schemas are structured configs, merged
-with the composed nodes rather than into Hydra's composition, because the tools (bench,
-summary, show_aug) extend training's config with root keys of their own.
+:func:`validate` checks a composed config against them in one pass, before anything is
+written; a wrong type or range is one :class:`ConfigError` with the key, the value and a fix.
+Unknown keys never get here: Hydra's struct mode refuses them while composing (``+key=…``
+adds one on purpose, for the object that takes it to judge). The schemas are structured
+configs merged with the composed nodes, not into Hydra's composition, because the tools
+(bench, summary, show_aug) extend training's config with root keys of their own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -66,9 +65,6 @@ THREE = [0.5, 0.5, 0.5]
 
 def at_least(n: int) -> Callable[[Any], bool]:
     return lambda v: v >= n
-
-
-# --- the nodes ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -214,12 +210,8 @@ NODES: dict[str, type] = {
     "tune": Tune,
     "speed": Speed,
 }
-TYPE_NAMES = {
-    IntegerNode: "a whole number",
-    FloatNode: "a number",
-    BooleanNode: "true or false",
-    StringNode: "text",
-}
+TYPE_NAMES = {IntegerNode: "a whole number", FloatNode: "a number", BooleanNode: "true or false"}
+TYPE_NAMES[StringNode] = "text"
 
 
 def _show(value: Any) -> str:
@@ -238,39 +230,31 @@ def _typed(schema: type, values: Mapping[str, Any], path: str) -> None:
     """Merge ``values`` into ``schema``: a value of the wrong type is a ConfigError."""
     typed = OmegaConf.structured(schema)
     OmegaConf.set_struct(typed, False)  # keys beyond the schema are someone else's to judge
-    known = {f.name for f in fields(schema)}
+    known = {f.name: f for f in fields(schema)}
+    for name, value in values.items():  # OmegaConf takes 2 for true: a user never means that
+        boolean = name in known and str(known[name].type).startswith("bool")
+        if boolean and isinstance(value, int) and not isinstance(value, bool):
+            key = f"{path}.{name}" if path else name
+            raise ConfigError(f"{key}={value} must be true or false.", f"e.g. {key}=true")
     try:
         OmegaConf.merge(typed, {k: v for k, v in values.items() if k in known and v is not None})
     except ValidationError as e:
         key = f"{path}.{e.key}" if path else str(e.key)
-        kind = TYPE_NAMES.get(type(e.child_node), "null" if e.value is None else "of its type")
-        example = _example(schema, str(e.key))
+        kind = TYPE_NAMES.get(type(e.child_node), "of its type")
+        check = known[str(e.key)].metadata.get("check")
+        example = check.example if check else _show(known[str(e.key)].default)
         raise ConfigError(
-            f"{key}={_show(e.value)} must be {kind}.",
-            fix=f"e.g. {key}={example}" if example else f"see {schema.__name__} in run/schema.py",
+            f"{key}={_show(e.value)} must be {kind}.", f"e.g. {key}={example}"
         ) from None
-
-
-def _example(schema: type, name: str) -> str | None:
-    for f in fields(schema):
-        if f.name == name:
-            check = f.metadata.get("check")
-            if check is not None:
-                return check.example
-            return None if f.default is MISSING else _show(f.default)
-    return None
 
 
 def _ranges(schema: type, values: Mapping[str, Any], path: str) -> None:
     for f in fields(schema):
-        check = f.metadata.get("check")
-        if check is None or f.name not in values or values[f.name] is None:
-            continue
-        value, key = values[f.name], f"{path}.{f.name}" if path else f.name
-        if not check.ok(value):
+        check, value = f.metadata.get("check"), values.get(f.name)
+        if check is not None and value is not None and not check.ok(value):
+            key = f"{path}.{f.name}" if path else f.name
             raise ConfigError(
-                f"{key}={_show(value)} {check.text}.",
-                fix=check.fix or f"e.g. {key}={check.example}",
+                f"{key}={_show(value)} {check.text}.", check.fix or f"e.g. {key}={check.example}"
             )
 
 

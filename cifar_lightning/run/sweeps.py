@@ -1,13 +1,12 @@
-"""What a job does differently when it is one of a Hydra sweep's jobs (``-m``): its failure
-is recorded and fails it only (``sys.exit`` would take the other jobs down: launchers catch
-exceptions, not exits); under joblib on several GPUs it takes a GPU of its own; for Optuna it
-returns the number to optimize.
-"""
+"""What a job of a Hydra sweep (``-m``) does differently: its failure is recorded and fails it
+only (launchers catch exceptions, not ``sys.exit``); under joblib on several GPUs it takes a GPU
+of its own; for Optuna it returns the number to optimize."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import logging
 import os
 import tempfile
@@ -27,8 +26,7 @@ from cifar_lightning.run import record
 
 log = logging.getLogger(__name__)
 
-# Machine-wide (per user), not per sweep: two sweeps running side by side share the GPUs
-# evenly instead of both starting on GPU 0.
+# Per user, not per sweep: two sweeps side by side share the GPUs, not both start on GPU 0.
 GPU_LOCK_DIR = Path(tempfile.gettempdir()) / f"cifar-lightning-gpus-{os.getuid()}"
 
 
@@ -42,59 +40,39 @@ def _plugin(kind: str) -> str:
 
 
 def parallel_jobs(n_jobs: int | None = None) -> int:
-    """How many jobs run at once: ``n_jobs`` in joblib's sense (-1: all CPUs) as a count.
-
-    Without ``n_jobs``, the joblib launcher's default: one job per GPU; without a GPU, one
-    per 4 cores (a training job keeps several cores busy by itself — torch's threads, the
-    loader workers — so one job per core would only thrash). Optuna's sweeper needs the
-    count itself: it asks for that many trials at a time.
-    """
+    """Jobs at once (Optuna asks that many trials): joblib's ``n_jobs`` as a count, else one per
+    GPU, else one per 4 cores (a job's threads and loader workers keep several cores busy)."""
     if n_jobs is not None:
         return effective_n_jobs(int(n_jobs))
-    gpus = torch.cuda.device_count()
-    return gpus if gpus > 0 else max(1, (os.cpu_count() or 1) // 4)
+    return torch.cuda.device_count() or max(1, (os.cpu_count() or 1) // 4)
 
 
 @contextlib.contextmanager
 def gpu_slot(num_gpus: int, lock_dir: Path = GPU_LOCK_DIR) -> Iterator[int]:
-    """Hold the lowest free slot while the job runs; slot ``k`` is GPU ``k % num_gpus``.
-
-    With no more jobs than GPUs every job gets its own GPU; with twice as many, two per
-    GPU, evenly. ``flock`` locks die with the process, so a crashed job frees its slot.
-    """
+    """Hold the lowest free slot while the job runs; slot ``k`` is GPU ``k % num_gpus``, so the
+    jobs share the GPUs evenly. ``flock`` locks die with the process: a crash frees its slot."""
     lock_dir.mkdir(parents=True, exist_ok=True)
-    slot = 0
-    while True:
+    for slot in itertools.count():
         handle = open(lock_dir / f"slot{slot}.lock", "w")  # noqa: SIM115 (held until the end)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
         except BlockingIOError:
             handle.close()
-            slot += 1
-            continue
-        try:
-            yield slot % num_gpus
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
-        return
+    try:
+        yield slot % num_gpus
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 @contextlib.contextmanager
 def pinned_to_a_free_gpu(cfg: DictConfig) -> Iterator[None]:
-    """Under joblib with several GPUs, run this job on a GPU no other job of ours holds.
-
-    The job's ``trainer.devices`` becomes ``[k]`` (a device index works even after CUDA has
-    started in the reused worker process, where ``CUDA_VISIBLE_DEVICES`` would not).
-    Applies only when the run would otherwise take one GPU or all (``devices`` 1 or auto).
-    """
-    num_gpus = torch.cuda.device_count()
-    trainer = cfg.trainer
-    wants_one = str(trainer.get("devices")) in ("auto", "1") and trainer.get("accelerator") in (
-        "auto",
-        "gpu",
-        "cuda",
-    )
+    """Under joblib on several GPUs, a job set to take one GPU or all gets ``devices=[k]``, one
+    no job of ours holds (an index works in a reused worker, ``CUDA_VISIBLE_DEVICES`` would not)."""
+    num_gpus, trainer = torch.cuda.device_count(), cfg.trainer
+    on_gpu = trainer.get("accelerator") in ("auto", "gpu", "cuda")
+    wants_one = on_gpu and str(trainer.get("devices")) in ("auto", "1")
     if not (_plugin("launcher").endswith("JoblibLauncher") and num_gpus > 1 and wants_one):
         yield
         return

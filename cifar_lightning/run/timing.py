@@ -1,10 +1,8 @@
 """``timing.enabled=true``: time a run the way airbench reports its record times.
 
-airbench's figure is GPU time (CUDA events) of the data-dependent init, the training epochs
-and the final test with TTA, after an untimed warm-up that compiled kernels and tuned cuDNN.
-The segments come from :class:`~cifar_lightning.training.callbacks.RunClock`; :func:`warm_up`
-is the untimed warm-up; ``cold_start_s`` is the wall time of the whole command.
-"""
+airbench times (CUDA events) the data-dependent init, the epochs and the final TTA test, after
+an untimed warm-up (:func:`warm_up`) that compiled kernels and tuned cuDNN; :class:`RunClock`
+takes the segments. ``cold_start_s`` is the wall time of the whole command."""
 
 from __future__ import annotations
 
@@ -28,13 +26,11 @@ log = logging.getLogger(__name__)
 
 
 def warm_up(cfg: DictConfig, model: L.LightningModule, datamodule: Any) -> float | None:
-    """``timing.warmup_steps`` untimed steps (plus a test pass) on ``model``, which is put
-    back exactly as it was, inside a saved RNG state: the timed run is unchanged by it."""
+    """Untimed ``timing.warmup_steps`` + a test pass; model and RNG restored for the timed run."""
     steps = cfg.timing.warmup_steps if cfg.timing.enabled else 0
     if not steps:
         return None
-    state = copy.deepcopy(model.state_dict())
-    started = time.perf_counter()
+    state, started = copy.deepcopy(model.state_dict()), time.perf_counter()
     with rng_preserved():
         trainer = make_trainer(
             cfg.trainer,

@@ -20,7 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_lightning.errors import RunInterrupted, UserError, exit_on_user_error
-from cifar_lightning.run import checks, log_filters, record, resume, sweeps, timing, tune
+from cifar_lightning.run import checks, record, resume, sweeps, timing, tune
 from cifar_lightning.run.checkpoints import CheckpointRecord
 from cifar_lightning.run.config import CONFIG_DIR, batched_augmentation, build, run_hydra
 from cifar_lightning.run.distributed import check_launch
@@ -65,12 +65,6 @@ def test(cfg: DictConfig, trainer: L.Trainer, model: Any, datamodule: Any) -> st
     # The path, not "best": with several ModelCheckpoints Lightning would warn.
     trainer.test(model, datamodule=datamodule, ckpt_path=best if use_best else None)
     return "best" if use_best else "last"
-
-
-def check_before_run(cfg: DictConfig) -> None:
-    """What the command line checks before Hydra writes anything (run/checks.py)."""
-    checks.check(cfg)
-    resume.check_before_run(cfg)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -138,7 +132,6 @@ def hydra_main(cfg: DictConfig) -> float | None:
 def main() -> None:
     """``python -m cifar_lightning.train`` / ``cifar-train``; ``resume=RUN_DIR`` is expanded
     to that run's own command line before Hydra composes it (run/resume.py)."""
-    log_filters.install()
     with exit_on_user_error():
         sys.argv = [sys.argv[0], *resume.expand_argv(sys.argv[1:])]
     run_hydra(hydra_main)

@@ -3,6 +3,7 @@ timing warm-up and the benchmark all describe theirs as ``trainer.*`` plus overr
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,9 +33,8 @@ def trainer_kwargs(trainer: Mapping[str, Any] | DictConfig, **overrides: Any) ->
     if isinstance(trainer, DictConfig):
         trainer = OmegaConf.to_container(trainer, resolve=True)
     kwargs = {**trainer, **overrides}
-    kwargs["precision"] = resolve_precision(
-        kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
-    )
+    precision, accelerator = kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
+    kwargs["precision"] = resolve_precision(precision, accelerator)
     plugins = kwargs.get("plugins") or []
     plugins = plugins if isinstance(plugins, list) else [plugins]
     kwargs["plugins"] = [instantiate(p) if isinstance(p, Mapping) else p for p in plugins] or None
@@ -68,26 +68,23 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    with contextlib.suppress(OSError, StopIteration):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(x for x in lines if x.startswith("model name")).split(":", 1)[1].strip()
     return f"{device.type}: {cpu}"
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, key: str = "device") -> torch.device:
     """``auto``: the GPU if there is one, else the CPU; or cpu, gpu, cuda, cuda:1, mps …"""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device("cuda" if name == "gpu" else name)
     except RuntimeError:
-        raise ConfigError(
-            f"device={name!r} is not a device.", fix="use auto, cpu or cuda"
-        ) from None
+        raise ConfigError(f"{key}={name!r} is not a device.", fix="use auto, cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{name} asked for, but no CUDA GPU is visible.", fix="use cpu or auto")
+        raise ConfigError(
+            f"{key}={name} asks for a GPU, but no CUDA GPU is visible.",
+            fix=f"use {key}=cpu or {key}=auto",
+        )
     return device

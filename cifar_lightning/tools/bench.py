@@ -40,10 +40,8 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from cifar_lightning.data.batched_aug import Normalize
-from cifar_lightning.data.datamodule import CIFAR10DataModule
-from cifar_lightning.data.datasets import ArrayDataset
-from cifar_lightning.data.device_loader import DeviceLoader, EpochSampler, ResidentArrays
-from cifar_lightning.data.transforms import train_transform
+from cifar_lightning.data.datamodule import ArrayDataset, CIFAR10DataModule, train_transform
+from cifar_lightning.data.device_loader import DeviceLoader, ResidentArrays, ShardSampler
 from cifar_lightning.errors import ConfigError, exit_on_user_error
 from cifar_lightning.run.config import (
     CONFIG_DIR,
@@ -52,7 +50,7 @@ from cifar_lightning.run.config import (
     chosen_option,
     run_hydra,
 )
-from cifar_lightning.run.trainer import device_name, make_trainer, resolve_precision
+from cifar_lightning.run.trainer import device_name, make_trainer, pick_device, resolve_precision
 
 log = logging.getLogger(__name__)
 Run = tuple[int, float, dict[str, Any]]
@@ -67,17 +65,9 @@ AUTOCAST = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16, "16-mixed
 # Dense (no sparsity) 16-bit tensor-core peaks in TFLOP/s, from NVIDIA's data sheets: bf16
 # where the GPU has it, fp16 on V100/T4. Most specific name first ("H100 PCIe" before "H100").
 GPU_PEAK_TFLOPS = (
-    ("H100 PCIe", 756.0),
-    ("H100 NVL", 835.0),
-    ("H100", 989.4),  # SXM5 ("NVIDIA H100 80GB HBM3")
-    ("H200 NVL", 835.0),
-    ("H200", 989.4),  # SXM
-    ("A100", 312.0),
-    ("L40S", 362.0),
-    ("L4", 121.0),
-    ("A10", 125.0),
-    ("V100", 125.0),
-    ("T4", 65.0),
+    *(("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4)),  # H100: SXM5
+    *(("H200 NVL", 835.0), ("H200", 989.4), ("A100", 312.0), ("L40S", 362.0)),  # H200: SXM
+    *(("L4", 121.0), ("A10", 125.0), ("V100", 125.0), ("T4", 65.0)),
 )
 
 
@@ -85,17 +75,6 @@ def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work, so the clock measures it (a no-op on a CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def pick_device(accelerator: str) -> torch.device:
-    if accelerator != "cpu" and torch.cuda.is_available():
-        return torch.device("cuda", 0)
-    if accelerator in ("gpu", "cuda"):
-        raise ConfigError(
-            f"trainer.accelerator={accelerator} but no CUDA GPU is visible.",
-            fix="run on a GPU machine, or use trainer.accelerator=cpu",
-        )
-    return torch.device("cpu")
 
 
 def measure_cpu_peak(seconds: float = 1.0, n: int = 1024) -> float:
@@ -175,7 +154,7 @@ class Bench:
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
-        self.device = pick_device(str(cfg.trainer.accelerator))
+        self.device = pick_device(str(cfg.trainer.accelerator), "trainer.accelerator")
         b, on_gpu = cfg.bench, self.device.type == "cuda"
         self.warmup = int(b.warmup_steps if b.warmup_steps is not None else 30 if on_gpu else 2)
         self.steps = int(b.steps if b.steps is not None else 300 if on_gpu else 8)
@@ -214,7 +193,7 @@ class Bench:
             self.resident.get(self.train.labels, self.device),
             subset,
             batch_size=self.batch_size,
-            sampler=EpochSampler(len(subset), shuffle=True, seed=self.cfg.seed),
+            sampler=ShardSampler(len(subset), shuffle=True, seed=self.cfg.seed),
             normalize=Normalize(self.mean, self.std),
             augment=self.batched,
             seed=self.cfg.seed,
@@ -419,7 +398,7 @@ def _run_aug(cfg: DictConfig, threads: int) -> dict[str, Any]:
         torch.from_numpy(labels),
         None,
         batch_size=bs,
-        sampler=EpochSampler(n, shuffle=True, seed=cfg.seed),
+        sampler=ShardSampler(n, shuffle=True, seed=cfg.seed),
         normalize=Normalize(mean, std),
         augment=batched,
         seed=cfg.seed,

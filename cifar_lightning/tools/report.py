@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cifar_lightning.errors import UserError, exit_on_user_error
+from cifar_lightning.run.config import parse_overrides
 from cifar_lightning.training import figures
 
 SKIP_DIRS = {"tensorboard", "checkpoints", ".hydra", "__pycache__"}
@@ -162,18 +163,12 @@ def read_job(run: Path) -> Job:
 
 
 def _seed_from(overrides: Sequence[str]) -> int | None:
-    for o in overrides:
-        key, _, value = o.partition("=")
-        if key.lstrip("+") == "seed":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    seeds = [o.value() for o in parse_overrides(overrides) if o.key_or_group == "seed"]
+    return seeds[0] if seeds and isinstance(seeds[0], int) else None
 
 
 def _is_seed(override: str) -> bool:
-    return override.partition("=")[0].lstrip("+~") == "seed"
+    return any(o.key_or_group == "seed" for o in parse_overrides([override]))
 
 
 def common_overrides(jobs: Sequence[Job]) -> list[str]:

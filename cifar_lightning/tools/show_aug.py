@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 
 from cifar_lightning.errors import ConfigError, exit_on_user_error
 from cifar_lightning.run.config import build, compose_for_tool
-from cifar_lightning.training.aug_grid import preview, save_png
+from cifar_lightning.training import figures
+from cifar_lightning.training.aug_grid import preview
 
 
 def show_aug(cfg: DictConfig, aug_name: str) -> Path:
@@ -28,7 +29,7 @@ def show_aug(cfg: DictConfig, aug_name: str) -> Path:
     datamodule = build(cfg.data, "data", aug=pipeline, batch_size=1)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    image = preview(
+    fig = preview(
         datamodule.train_set,
         datamodule.classes,
         pipeline,
@@ -38,7 +39,7 @@ def show_aug(cfg: DictConfig, aug_name: str) -> Path:
         seed=cfg.seed,
     )
     default = Path(cfg.paths.output_root) / "show_aug" / f"{aug_name}.png"
-    return save_png(image, Path(cfg.out).expanduser() if cfg.get("out") else default)
+    return figures.save_png(fig, Path(cfg.out).expanduser() if cfg.get("out") else default)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -5,13 +5,13 @@ stored, the others independent draws through ``aug.pipeline``."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torchvision.utils import make_grid
 
-from cifar_lightning.data.datasets import ArrayDataset
+from cifar_lightning.data.datamodule import ArrayDataset
+from cifar_lightning.training import figures
 
 Pipeline = Callable[[torch.Tensor], torch.Tensor]
 
@@ -47,35 +47,22 @@ def draw(pipeline: Pipeline, images: torch.Tensor, draws: int, seed: int) -> tor
 
 def render(
     images: torch.Tensor, augmented: torch.Tensor, row_labels: Sequence[str], title: str
-) -> np.ndarray:
-    """Originals in the first column, the draws beside them, as an (H, W, 3) uint8 image: drawn
-    once (the figure then closed) for both the PNG and TensorBoard."""
-    import matplotlib.pyplot as plt
-
+) -> Figure:
+    """Originals in the first column, the draws beside them."""
     n, draws = augmented.shape[:2]
     cells = torch.cat([images.unsqueeze(1), augmented], dim=1).flatten(0, 1)
     grid = make_grid(cells, nrow=draws + 1, padding=2, pad_value=255)
     step = images.shape[-1] + 2
     centers = [1 + step * (i + 0.5) for i in range(max(n, draws + 1))]  # of the cells, in pixels
-    fig, ax = plt.subplots(figsize=(0.75 * (draws + 1) + 1.2, 0.75 * n + 0.9), layout="constrained")
+    fig = figures.new_figure(0.75 * (draws + 1) + 1.2, 0.75 * n + 0.9)
+    ax = fig.add_subplot()
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_xticks(centers[: draws + 1], ["stored"] + [str(i + 1) for i in range(draws)])
     ax.set_yticks(centers[:n], row_labels)
     ax.tick_params(length=0)
     ax.spines[:].set_visible(False)
     ax.set_title(title, fontsize=10)
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return image
-
-
-def save_png(image: np.ndarray, path: Path) -> Path:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
-    return path
+    return fig
 
 
 def preview(
@@ -86,8 +73,8 @@ def preview(
     images: int = 10,
     draws: int = 8,
     seed: int = 0,
-) -> np.ndarray:
-    """The whole picture for a training set and its pipeline, as an (H, W, 3) uint8 image."""
+) -> Figure:
+    """The whole picture for a training set and its pipeline."""
     originals, labels = pick_images(dataset, len(classes), images)
     augmented = draw(pipeline, originals, draws, seed)
     return render(originals, augmented, [classes[y] for y in labels], title)

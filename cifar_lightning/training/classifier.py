@@ -1,15 +1,14 @@
 """The LightningModule every net trains under: loss, metrics, optimizer and scheduler.
 
-It takes its net, optimizer, scheduler and loss as plain ``_target_`` dicts (``conf/model/``),
-never live objects, so a checkpoint's hyper-parameters stay plain data: the model rebuilds
-from the checkpoint alone and loads weights-only. Any ``nn.Module`` that maps (N, 3, 32, 32)
-images to (N, num_classes) logits and takes ``num_classes`` trains here with no code of its own.
+Net, optimizer, scheduler and loss arrive as plain ``_target_`` dicts, never live objects, so
+the hyper-parameters stay plain data and a checkpoint rebuilds the model alone, weights-only.
+Any ``nn.Module`` taking ``num_classes`` and returning logits trains here with no code of its own.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -28,11 +27,8 @@ DEFAULT_LOSS = {"_target_": "torch.nn.CrossEntropyLoss"}
 
 
 def build_net(spec: Mapping[str, Any], num_classes: int) -> nn.Module:
-    """``spec``'s net with ``num_classes`` handed to it.
-
-    The target must be an ``nn.Module`` class, checked before it is called: a checkpoint's
-    record names it, and a crafted one must not get to call an arbitrary function.
-    """
+    """``spec``'s net with ``num_classes`` handed to it; the target must be an ``nn.Module``
+    class, checked before it is called (a crafted checkpoint must not call anything else)."""
     target = spec.get("_target_")
     cls = get_object(str(target)) if target else None
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
@@ -40,14 +36,28 @@ def build_net(spec: Mapping[str, Any], num_classes: int) -> nn.Module:
     return instantiate({**spec, "num_classes": num_classes})
 
 
-class ImageClassifier(L.LightningModule):
-    """Cross-entropy classifier with top-1/top-5 accuracy and configurable optimization.
+def make_scheduler(
+    spec: Mapping[str, Any], optimizer: torch.optim.Optimizer, total_steps: Callable[[], int]
+) -> dict[str, Any] | None:
+    """``sched``'s scheduler as Lightning takes it; one-cycle-style schedules get the run's
+    length from ``total_steps`` (the Trainer knows epochs, limits, accumulation, devices)."""
+    if not spec.get("scheduler"):
+        return None
+    make = instantiate(dict(spec["scheduler"]))
+    kwargs = {}
+    if (
+        "total_steps" in inspect.signature(make.func).parameters
+        and "total_steps" not in make.keywords
+    ):
+        kwargs["total_steps"] = total_steps()
+    interval, frequency = spec.get("interval", "epoch"), spec.get("frequency", 1)
+    return {"scheduler": make(optimizer, **kwargs), "interval": interval, "frequency": frequency}
 
-    Logs ``train/loss`` and ``train/lr`` (on the steps the loggers write), ``train/loss_epoch``,
-    ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``, ``test/loss``, ``test/acc``,
-    ``test/acc_top5``. Subclasses (``training/architectures.py``) add only what their net
-    needs beyond this, e.g. a default ``NET`` or parameter groups.
-    """
+
+class ImageClassifier(L.LightningModule):
+    """Logs ``train/{loss,lr}`` (on the steps the loggers write), ``train/{loss_epoch,acc}``,
+    ``val/{loss,acc,acc_best}`` and ``test/{loss,acc,acc_top5}``; subclasses
+    (training/architectures.py) add only what their net needs (a default ``NET``, groups)."""
 
     NET: dict[str, Any] | None = None  # the net when none is given (an architecture's own)
 
@@ -62,10 +72,7 @@ class ImageClassifier(L.LightningModule):
         std: Sequence[float] = CIFAR10_STD,
     ) -> None:
         super().__init__()
-        # Collects the subclass's arguments too (Lightning walks the __init__ chain), so
-        # load_from_checkpoint rebuilds the same model; class_names, mean and std ride
-        # along so that predict/evaluate need nothing but the checkpoint.
-        self.save_hyperparameters()
+        self.save_hyperparameters()  # the subclass's arguments too: a checkpoint rebuilds it
         num_classes = len(class_names)
         spec = net or self.NET
         if spec is None:
@@ -84,23 +91,18 @@ class ImageClassifier(L.LightningModule):
             num_classes, top_k=min(5, num_classes), average="micro"
         )
         self.val_acc_best = MaxMetric()
-        # Epoch accumulators and the best val/acc ride in checkpoints, so a run resumed
-        # mid-epoch reports the same epoch metrics as one never interrupted.
+        # In checkpoints: a run resumed mid-epoch reports the epoch as one never interrupted.
         for metric in (self.train_loss, self.train_acc, self.val_acc_best):
             metric.persistent(True)
-        # Lets the model summary show input/output sizes and FLOPs per image.
-        self.example_input_array = torch.zeros(1, 3, 32, 32)
-        # Test-time augmentation (test.tta): an evaluation choice, not part of the model.
-        self.test_tta = "none"
+        self.example_input_array = torch.zeros(1, 3, 32, 32)  # sizes and FLOPs in the summary
+        self.test_tta = "none"  # test.tta: an evaluation choice, not part of the model
         self._epoch_metrics_logged = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
     def on_train_start(self) -> None:
-        # The sanity-check validation must not count as a "best" epoch. A resumed run skips
-        # the sanity check and keeps the best it restored.
-        if self.trainer.ckpt_path is None:
+        if self.trainer.ckpt_path is None:  # the sanity check's val/acc is no "best" epoch
             self.val_acc_best.reset()
 
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]):
@@ -177,26 +179,9 @@ class ImageClassifier(L.LightningModule):
         optimizer = instantiate(dict(self.hparams.optimizer or DEFAULT_OPTIMIZER))(
             params=self.param_groups()
         )
-        spec = self.hparams.scheduler or {}
-        if not spec.get("scheduler"):
-            return optimizer
-        make_scheduler = instantiate(dict(spec["scheduler"]))
-        kwargs = {}
-        # One-cycle-style schedules need the run's length: the Trainer knows it (epochs,
-        # limit_train_batches, accumulation, devices).
-        if (
-            "total_steps" in inspect.signature(make_scheduler.func).parameters
-            and make_scheduler.keywords.get("total_steps") is None
-        ):
-            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": make_scheduler(optimizer, **kwargs),
-                "interval": spec.get("interval", "epoch"),
-                "frequency": spec.get("frequency", 1),
-            },
-        }
+        total = lambda: int(self.trainer.estimated_stepping_batches)  # noqa: E731
+        scheduler = make_scheduler(self.hparams.scheduler or {}, optimizer, total)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
 
     @property
     def num_parameters(self) -> int:

@@ -20,7 +20,7 @@ WRONG = "#d73027"  # red frame: misclassified
 DPI = 100
 
 
-def _new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
+def new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
     fig = Figure(figsize=(width, height), dpi=DPI, layout=layout)
     FigureCanvasAgg(fig)  # attach the Agg canvas: savefig needs one
     return fig
@@ -74,7 +74,7 @@ def confusion_matrix_figure(
     rows = matrix.sum(axis=1, keepdims=True)
     share = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
     side = max(5.0, 0.55 * k + 2.5)
-    fig = _new_figure(side + 1.0, side)
+    fig = new_figure(side + 1.0, side)
     ax = fig.add_subplot()
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
@@ -110,7 +110,7 @@ def image_grid_figure(
     cell_w, cell_h = w + 2 * frame + gap, h + 2 * frame + caption_h + gap
     title_h = 30 if title else 0
     mosaic = np.full((nrows * cell_h, ncols * cell_w, 3), 255, dtype=np.uint8)
-    fig = _new_figure(mosaic.shape[1] / DPI, (mosaic.shape[0] + title_h) / DPI, layout=None)
+    fig = new_figure(mosaic.shape[1] / DPI, (mosaic.shape[0] + title_h) / DPI, layout=None)
     ax = fig.add_axes((0.0, 0.0, 1.0, mosaic.shape[0] / (mosaic.shape[0] + title_h)))
     for i in range(n):
         r, c = divmod(i, ncols)
@@ -169,7 +169,7 @@ def predictions_figure(
     ncols = min(n, 3)
     nrows = math.ceil(n / ncols)
     k = max(len(t) for t in topk)
-    fig = _new_figure(4.2 * ncols, (0.9 + 0.22 * k) * nrows)
+    fig = new_figure(4.2 * ncols, (0.9 + 0.22 * k) * nrows)
     grid = fig.add_gridspec(nrows, 2 * ncols, width_ratios=[1, 1.8] * ncols)
     for i in range(n):
         r, c = divmod(i, ncols)
@@ -194,7 +194,7 @@ Curve = Sequence[tuple[float, float]]  # (x, value) points
 
 def curves_figure(history: Mapping[str, Curve], title: str = "") -> Figure:
     """Loss and accuracy per epoch, train and val side by side; missing metrics are left out."""
-    fig = _new_figure(10, 4)
+    fig = new_figure(10, 4)
     if title:
         fig.suptitle(title)
     panels = (
@@ -227,7 +227,7 @@ def compare_curves_figure(
     curves: Mapping[str, Curve], ylabel: str = "val accuracy", title: str = ""
 ) -> Figure:
     """One line per run (the sweep report's picture); the legend goes beside the plot."""
-    fig = _new_figure(10 if len(curves) > 1 else 7, 4.5)
+    fig = new_figure(10 if len(curves) > 1 else 7, 4.5)
     ax = fig.add_subplot()
     for label, points in curves.items():
         ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
 
-from cifar_lightning.training.aug_grid import preview, save_png
+from cifar_lightning.training import figures
+from cifar_lightning.training.aug_grid import preview
 
 TAG = "aug/preview"
 FILENAME = "aug_preview.png"
@@ -27,14 +27,9 @@ class AugmentationPreview(Callback):
         dataset = getattr(datamodule, "train_set", None)
         if not trainer.is_global_zero or dataset is None or datamodule.aug is None:
             return
-        tensorboards = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        if not tensorboards and not self.save:
-            return
         title = f"training augmentation: {len(dataset):,} images, each drawn {self.draws}x"
-        image = preview(
+        fig = preview(
             dataset, datamodule.classes, datamodule.aug, title, self.images, self.draws, self.seed
         )
-        if self.save:
-            save_png(image, Path(trainer.default_root_dir) / FILENAME)
-        for logger in tensorboards:
-            logger.experiment.add_image(TAG, image, global_step=0, dataformats="HWC")
+        path = Path(trainer.default_root_dir) / FILENAME if self.save else None
+        figures.publish(fig, path, trainer.loggers, TAG)

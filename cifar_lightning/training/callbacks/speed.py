@@ -47,11 +47,6 @@ class SpeedSwitches(Callback):
     """Applies ``speed.channels_last`` and ``speed.compile`` to ``pl_module.net``."""
 
     def __init__(self, channels_last: bool = False, compile: Any = False) -> None:
-        if not isinstance(channels_last, bool):
-            raise ConfigError(
-                f"speed.channels_last={channels_last!r} must be true or false.",
-                fix="speed.channels_last=true or speed.channels_last=false",
-            )
         self.channels_last = channels_last
         self.compile = compile_options(compile)
         self._compiled = False
