@@ -150,3 +150,66 @@ def test_recipe_trains_two_steps_on_fake_data(make_cfg, name):
         }[name]
     )
     assert "test/acc" in results["metrics"]
+
+
+# What each seed's own training loop does per epoch (its DataLoader keeps the last partial
+# batch, PyTorch's default), and the epochs its per-step schedule is laid out over.
+SEED_STEPS = {
+    "seed000": (391, 100),
+    "seed001": (782, 300),
+    "seed002": (6_250, 15),
+    "seed003": (391, 20),
+    "seed004": (98, 24),
+}
+
+
+@pytest.fixture
+def fifty_thousand(monkeypatch):
+    """A fake source of CIFAR-10's size (zeros, allocated lazily): loaders count, not train."""
+    import numpy as np
+
+    from cifar_lightning.data import datamodule, sources
+
+    def fake(train_size, test_size, classes, seed=0):
+        arrays = [
+            sources.ImageArrays(np.zeros((n, 32, 32, 3), np.uint8), np.arange(n) % 10)
+            for n in (50_000, 10_000)
+        ]
+        return sources.Splits(*arrays, classes=tuple(classes))
+
+    monkeypatch.setattr(datamodule, "make_fake", fake)
+
+
+@pytest.mark.parametrize("loader", ["classic", "device"])
+@pytest.mark.parametrize("name", sorted(SEED_STEPS))
+def test_recipes_step_like_their_seeds(fifty_thousand, name, loader):
+    from cifar_lightning.run.config import build
+
+    cfg = compose_config([f"experiment={name}", "data=fake", f"data.loader={loader}"])
+    cfg.data.num_workers = 0
+    datamodule = build(cfg.data, "data", aug=None, batched_aug=None)
+    datamodule.setup("fit")
+    steps, epochs = SEED_STEPS[name]
+    assert len(datamodule.train_set) == 50_000  # all of it: the seeds held nothing out
+    assert len(datamodule.train_dataloader()) == steps
+    assert cfg.trainer.max_epochs == epochs
+    assert cfg.sched.get("interval") != "step" or name in ("seed003", "seed004")
+
+
+def test_the_speedrun_drops_its_last_partial_batch_as_airbench_does(fifty_thousand):
+    from cifar_lightning.run.config import build
+
+    cfg = compose_config(["experiment=speedrun", "data=fake"])
+    datamodule = build(cfg.data, "data", aug=None, batched_aug=None)
+    datamodule.setup("fit")
+    assert len(datamodule.train_dataloader()) == 48  # 50,000 // 1,024: the last 848 sit out
+
+
+def test_metrics_json_says_how_the_run_stepped(make_cfg, tmp_path):
+    """236 training images at batch 32: 7 full batches and one of 12, kept or dropped."""
+    common = ["data.fake_train_size=300", "trainer.limit_val_batches=1", "test.enabled=false"]
+    kept = train(make_cfg(*common, "data.drop_last=false"))
+    assert (kept["steps_per_epoch"], kept["last_batch_kept"]) == (8, True)
+    other = f"paths.output_dir={tmp_path / 'dropped'}"
+    dropped = train(make_cfg(*common, "data.drop_last=true", other))
+    assert (dropped["steps_per_epoch"], dropped["last_batch_kept"]) == (7, False)
