@@ -1,3 +1,3 @@
 """cifar-lightning: CIFAR-10 experiments with PyTorch Lightning and Hydra."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

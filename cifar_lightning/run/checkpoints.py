@@ -92,8 +92,9 @@ def load_classifier(path: str | Path) -> tuple[ImageClassifier, dict[str, Any]]:
     if not class_path.startswith(MODELS_PACKAGE):
         raise CheckpointError(
             f"{path} names model class {class_path!r}, which is not one of "
-            "cifar-lightning's models.",
-            fix="pass a cifar-lightning checkpoint",
+            f"cifar-lightning {__version__}'s models.",
+            fix="pass a cifar-lightning checkpoint (one from before 0.2, when the models lived in "
+            "cifar_lightning.models, needs the version that wrote it)",
         )
     try:
         cls = get_class(class_path)
