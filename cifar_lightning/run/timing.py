@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from cifar_lightning.run.config import build
-from cifar_lightning.run.trainer import make_trainer
+from cifar_lightning.run.trainer import SIDE_RUN, make_trainer
 from cifar_lightning.run.tune import rng_preserved
 from cifar_lightning.training.callbacks import RunClock
 
@@ -35,16 +35,11 @@ def warm_up(cfg: DictConfig, model: L.LightningModule, datamodule: Any) -> float
         trainer = make_trainer(
             cfg.trainer,
             [build(cfg.speed, "speed")],
-            max_epochs=-1,
+            **SIDE_RUN,
             max_steps=steps,
-            max_time=None,
             limit_val_batches=2,
             limit_test_batches=2,
-            num_sanity_val_steps=0,
-            enable_checkpointing=False,
             enable_progress_bar=False,
-            enable_model_summary=False,
-            plugins=None,
         )
         trainer.fit(model, datamodule=datamodule)
         trainer.test(model, datamodule=datamodule, verbose=False)

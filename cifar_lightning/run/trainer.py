@@ -41,6 +41,15 @@ def trainer_kwargs(trainer: Mapping[str, Any] | DictConfig, **overrides: Any) ->
     return kwargs
 
 
+# A short run beside the real one (the timing warm-up, the LR range test, the benchmark):
+# its own length, no sanity check, nothing saved, summarized or checkpointed.
+SIDE_RUN = dict(
+    max_epochs=-1, min_epochs=None, min_steps=None, max_time=None, limit_train_batches=None,
+    num_sanity_val_steps=0, enable_checkpointing=False, enable_model_summary=False, plugins=None,
+)  # fmt: skip
+ONE_DEVICE = dict(devices=1, num_nodes=1, strategy="auto")
+
+
 def make_trainer(
     trainer: Mapping[str, Any] | DictConfig,
     callbacks: Sequence[L.Callback] = (),

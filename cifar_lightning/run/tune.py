@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 
 from cifar_lightning.errors import ConfigError, UserError
 from cifar_lightning.run.config import build
-from cifar_lightning.run.trainer import make_trainer
+from cifar_lightning.run.trainer import ONE_DEVICE, SIDE_RUN, make_trainer
 from cifar_lightning.training import figures
 
 log = logging.getLogger(__name__)
@@ -118,16 +118,9 @@ def _range_test(model: L.LightningModule, datamodule: Any, cfg: DictConfig) -> A
     trainer = make_trainer(
         cfg.trainer,
         default_root_dir=cfg.paths.output_dir,
-        max_epochs=-1,
-        devices=1,
-        num_nodes=1,
-        strategy="auto",
+        **SIDE_RUN,  # its scratch checkpoint is Lightning's own, not a run's: no plugins
+        **ONE_DEVICE,
         max_steps=int(tune.num_training),
-        max_time=None,
-        limit_train_batches=None,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        plugins=None,  # its scratch checkpoint is Lightning's own, not a run's
     )
     with _quiet():
         return Tuner(trainer).lr_find(

@@ -50,7 +50,14 @@ from cifar_lightning.run.config import (
     chosen_option,
     run_hydra,
 )
-from cifar_lightning.run.trainer import device_name, make_trainer, pick_device, resolve_precision
+from cifar_lightning.run.trainer import (
+    ONE_DEVICE,
+    SIDE_RUN,
+    device_name,
+    make_trainer,
+    pick_device,
+    resolve_precision,
+)
 
 log = logging.getLogger(__name__)
 Run = tuple[int, float, dict[str, Any]]
@@ -268,22 +275,11 @@ class Bench:
             precision=self.precision,
             max_steps=self.warmup + self.steps + 1,  # one more: the clock stops as it starts
             enable_progress_bar=bool(self.cfg.bench.progress_bar),
-            # One device, training only, whatever the training config says:
-            devices=1,
-            num_nodes=1,
-            strategy="auto",
-            max_epochs=-1,
+            **SIDE_RUN,  # training only, on one device, whatever the training config says
+            **ONE_DEVICE,
             fast_dev_run=False,
             limit_val_batches=0,
-            num_sanity_val_steps=0,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            min_epochs=None,
-            min_steps=None,
-            max_time=None,
-            limit_train_batches=None,
             val_check_interval=None,
-            plugins=None,
         )
         with warnings.catch_warnings():
             # The benchmark trains only; the LightningModule's validation_step stays unused.
