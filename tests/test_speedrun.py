@@ -176,6 +176,16 @@ def test_tta_averages_the_views():
     torch.testing.assert_close(tta_logits(net, x, "flip_translate"), expected)
 
 
+@pytest.mark.parametrize("mode, views", [("none", 1), ("flip", 2), ("flip_translate", 6)])
+def test_tta_sends_every_view_through_one_forward(mode, views):
+    """Two calls of a net compiled with CUDA graphs overwrite each other's outputs."""
+    calls = []
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    net.register_forward_hook(lambda m, args, out: calls.append(len(args[0])))
+    assert tta_logits(net, torch.randn(5, 3, 8, 8), mode).shape == (5, 4)
+    assert calls == [5 * views]
+
+
 def test_tta_on_a_flip_invariant_net_changes_nothing():
     net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     x = torch.randn(4, 3, 8, 8)
