@@ -96,6 +96,26 @@ def test_ddp_two_cpu_processes_one_run_dir_disjoint_shards(tmp_path):
 
 
 @pytest.mark.slow
+def test_ddp_trains_the_speedrun_net_past_its_whitening_bias_freeze(tmp_path):
+    """The bias freeze once flipped requires_grad under DDP: the next step raised."""
+    out = tmp_path / "outputs"
+    proc = run_cli(
+        "cifar_lightning.train",
+        *DDP_CLI,
+        "model=airbench_net",
+        "model.net.widths=[8,16,16]",
+        "model.whiten_images=64",
+        "model.whiten_bias_epochs=1",
+        "trainer.max_epochs=2",
+        f"paths.output_root={out}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(assert_one_run(out).joinpath("metrics.json").read_text())
+    assert results["global_step"] == 8  # 2 epochs of 128 images per rank / 32
+
+
+@pytest.mark.slow
 def test_torchrun_processes_share_one_run_dir(tmp_path):
     out, probes = tmp_path / "outputs", tmp_path / "probes"
     args = ["--standalone", "--nproc_per_node=2", "-m", "cifar_lightning.train"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from cifar_lightning.models.airbench_net import BiasOnlyBatchNorm, patch_whitening_filters
 from cifar_lightning.training.architectures import AirbenchClassifier
@@ -93,12 +95,72 @@ def test_batchnorm_biases_get_the_scaled_learning_rate():
         },
     )
     optimizer = model.configure_optimizers()
-    rest, biases = optimizer.param_groups
+    rest, biases, whiten = optimizer.param_groups
     assert rest["lr"] == 0.01 and rest["weight_decay"] == 0.5
     assert biases["lr"] == pytest.approx(0.64) and biases["weight_decay"] == pytest.approx(0.5 / 64)
     # lr x weight_decay (the per-step decay) is the same for both groups.
     assert rest["lr"] * rest["weight_decay"] == pytest.approx(biases["lr"] * biases["weight_decay"])
     assert len(biases["params"]) == 6
+    assert whiten["params"] == [model.net.whiten.bias] and whiten["lr"] == 0.01
+
+
+def test_param_groups_survive_the_sync_batchnorm_conversion():
+    """Lightning converts BatchNorm to SyncBatchNorm (trainer.sync_batchnorm) before it asks
+    for the optimizer: the groups must not depend on the module type."""
+    model = airbench((8, 16, 16))
+    before = [len(g["params"]) for g in model.param_groups()]
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert not any(isinstance(m, BiasOnlyBatchNorm) for m in model.modules())
+    assert [len(g["params"]) for g in model.param_groups()] == before == [7, 6, 1]
+
+
+class _TinyData(L.LightningDataModule):
+    def sample_train_images(self, n: int) -> torch.Tensor:
+        return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        data = TensorDataset(torch.randn(16, 3, 32, 32, generator=g), torch.arange(16) % 10)
+        return DataLoader(data, batch_size=8)
+
+
+class _BiasRecorder(L.Callback):
+    def __init__(self) -> None:
+        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (whitening, a norm) biases
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        whiten, norm = pl_module.net.whiten.bias, pl_module.net.body[1].norm1.bias
+        self.seen.append((whiten.detach().clone(), norm.detach().clone()))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        assert pl_module.net.whiten.bias.requires_grad  # DDP and compiled graphs rely on it
+
+
+def test_whitening_bias_trains_then_freezes_with_requires_grad_untouched():
+    model = airbench(
+        (8, 16, 16),
+        whiten_images=20,
+        whiten_bias_epochs=1,
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "weight_decay": 1},
+        scheduler={
+            "scheduler": {
+                "_target_": "cifar_lightning.training.schedules.warmup_warmdown",
+                "_partial_": True,
+            },
+            "interval": "step",
+        },
+    )
+    recorder = _BiasRecorder()
+    trainer = L.Trainer(
+        max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder],
+    )  # fmt: skip
+    trainer.fit(model, datamodule=_TinyData())
+    (w0, _), (w1, n1), (w2, n2) = recorder.seen
+    whiten_end, norm_end = model.net.whiten.bias.detach(), model.net.body[1].norm1.bias.detach()
+    assert not torch.equal(w0, w1)  # epoch 0 trained it (and its weight decay)
+    assert torch.equal(w1, w2) and torch.equal(w2, whiten_end)  # frozen from epoch 1 on
+    assert not torch.equal(n1, n2) and not torch.equal(n2, norm_end)  # the rest still learns
 
 
 # --- Lookahead ------------------------------------------------------------------------------

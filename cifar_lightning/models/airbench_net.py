@@ -17,6 +17,7 @@ Every choice below trades generality for steps-to-94%:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -57,15 +58,20 @@ def identity_conv(cin: int, cout: int) -> nn.Conv2d:
 
 
 class ConvGroup(nn.Sequential):
+    """Named layers: the optimizer finds the BatchNorm biases by their ``norm`` names, which
+    survive Lightning's SyncBatchNorm conversion (the module types do not)."""
+
     def __init__(self, cin: int, cout: int, bn_momentum: float) -> None:
         super().__init__(
-            identity_conv(cin, cout),
-            nn.MaxPool2d(2),
-            BiasOnlyBatchNorm(cout, bn_momentum),
-            nn.GELU(),
-            identity_conv(cout, cout),
-            BiasOnlyBatchNorm(cout, bn_momentum),
-            nn.GELU(),
+            OrderedDict(
+                conv1=identity_conv(cin, cout),
+                pool=nn.MaxPool2d(2),
+                norm1=BiasOnlyBatchNorm(cout, bn_momentum),
+                act1=nn.GELU(),
+                conv2=identity_conv(cout, cout),
+                norm2=BiasOnlyBatchNorm(cout, bn_momentum),
+                act2=nn.GELU(),
+            )
         )
 
 

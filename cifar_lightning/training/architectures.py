@@ -2,7 +2,7 @@
 
 Most nets need nothing beyond :class:`ImageClassifier` but their own ``NET`` (so that, say,
 ``DepthwiseClassifier()`` builds seed 003's net); the speedrun net needs its whitening init,
-a frozen-then-trained bias and BatchNorm biases with their own learning rate.
+a trained-then-frozen bias and BatchNorm biases with their own learning rate.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
-from cifar_lightning.models.airbench_net import BiasOnlyBatchNorm
 from cifar_lightning.training.classifier import ImageClassifier
+
+WHITEN_BIAS = "whiten.bias"
 
 
 def _net(name: str) -> dict[str, str]:
@@ -79,15 +80,19 @@ class AirbenchClassifier(ImageClassifier):
         self.register_buffer("whitened", torch.tensor(False))
 
     def param_groups(self) -> list[dict[str, Any]]:
+        # By name, not module type: Lightning swaps BatchNorm for SyncBatchNorm
+        # (trainer.sync_batchnorm) before this runs, keeping names and tensors.
         optimizer = self.hparams.optimizer or {}
         lr, wd = float(optimizer.get("lr", 0.0)), float(optimizer.get("weight_decay", 0.0))
         scale = self.hparams.bias_lr_scale
-        bn_biases = [m.bias for m in self.net.modules() if isinstance(m, BiasOnlyBatchNorm)]
-        fast = {id(p) for p in bn_biases}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in fast]
+        named = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
+        norm_biases = [p for n, p in named if ".norm" in n and n.endswith(".bias")]
+        whiten_bias = [p for n, p in named if n == WHITEN_BIAS]
+        taken = {id(p) for p in norm_biases + whiten_bias}
         return [
-            {"params": rest},
-            {"params": bn_biases, "lr": lr * scale, "weight_decay": wd / scale},
+            {"params": [p for _, p in named if id(p) not in taken]},
+            {"params": norm_biases, "lr": lr * scale, "weight_decay": wd / scale},
+            {"params": whiten_bias, "name": WHITEN_BIAS},
         ]
 
     def on_fit_start(self) -> None:
@@ -97,6 +102,11 @@ class AirbenchClassifier(ImageClassifier):
         self.net.init_whitening(images.to(self.device), self.hparams.whiten_eps)
         self.whitened.fill_(True)
 
-    def on_train_epoch_start(self) -> None:
-        super().on_train_epoch_start()
-        self.net.whiten.bias.requires_grad_(self.current_epoch < self.hparams.whiten_bias_epochs)
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Past ``whiten_bias_epochs`` the whitening bias steps with learning rate 0, set here
+        after the scheduler's step. ``requires_grad`` stays: flipping it mid-run breaks DDP's
+        reducer and recompiles a compiled net."""
+        if self.current_epoch >= self.hparams.whiten_bias_epochs:
+            for group in optimizer.param_groups:
+                if group.get("name") == WHITEN_BIAS:
+                    group["lr"] = 0.0

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+
 def tta_views(x: torch.Tensor, mode: str) -> tuple[torch.Tensor, list[float]]:
     """The views of ``x`` stacked along the batch, and each view's weight."""
     if mode == "none":
