@@ -160,6 +160,7 @@ CASES = [
     ("batch_size_fraction", ["data.batch_size=1.5"], 2, "data.batch_size=1.5 must be a whole"),
     ("zero_epochs", ["trainer.max_epochs=0"], 2, "trainer.max_epochs=0 trains nothing"),
     ("endless", ["trainer.max_epochs=-1"], 2, "would train forever"),
+    ("sync_bn_on_cpu", ["trainer.sync_batchnorm=true"], 2, "sync_batchnorm=true needs GPUs"),
     ("val_size_too_big", ["data.val_size=1000"], 2, "data.val_size=1000 leaves no training"),
     ("label_smoothing", ["loss.label_smoothing=1.5"], 2, "loss.label_smoothing=1.5 must be in"),
     ("dropout", ["model.net.dropout=2"], 2, "model.net.dropout=2 must be in [0, 1)"),

@@ -85,12 +85,22 @@ def _relations(cfg: DictConfig) -> None:
             "trainer.max_epochs=-1 with trainer.max_steps=-1 would train forever.",
             fix="set trainer.max_epochs or trainer.max_steps to a positive number",
         )
+    if trainer.get("sync_batchnorm") and _on_cpu(trainer):
+        raise ConfigError(
+            "trainer.sync_batchnorm=true needs GPUs: torch's SyncBatchNorm runs on no CPU.",
+            fix="drop trainer.sync_batchnorm, or train on GPUs (trainer.accelerator=gpu)",
+        )
     data = cfg.data
     size = data.fake_train_size if data.source == "fake" else KNOWN_TRAIN_SIZES.get(data.source)
     if size is not None:  # an image folder is checked once it is loaded
         check_split(size, data.val_size, data.batch_size)
     if cfg.tune.lr_find:
         tune.check(cfg.tune, cfg.trainer)
+
+
+def _on_cpu(trainer: DictConfig) -> bool:
+    accelerator = str(trainer.get("accelerator", "auto"))
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
 
 
 def _buildable(cfg: DictConfig) -> None:
