@@ -92,3 +92,16 @@ def test_label_smoothing_changes_the_loss():
     loss = {"_target_": "torch.nn.CrossEntropyLoss", "label_smoothing": 0.2}
     smooth = ImageClassifier(net, loss=loss, class_names=["a", "b"]).criterion(logits, y)
     assert smooth > plain
+
+
+def test_no_metric_checks_its_arguments_on_every_update():
+    """validate_args=True runs torch.unique on the targets: a host sync every training step."""
+    from torchmetrics import Metric
+
+    from cifar_lightning.training.predictions import PredictionCollector
+
+    model, collector = DepthwiseClassifier(), PredictionCollector(["a", "b"], [0.5] * 3, [0.2] * 3)
+    metrics = [m for m in [*model.modules(), collector.confusion] if isinstance(m, Metric)]
+    checked = [m for m in metrics if hasattr(m, "validate_args")]
+    assert len(checked) == 5  # train/val/test accuracy, test top-5, the confusion matrix
+    assert not any(m.validate_args for m in checked)

@@ -84,12 +84,13 @@ class ImageClassifier(L.LightningModule):
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_loss = MeanMetric(nan_strategy="disable")
         self.test_loss = MeanMetric(nan_strategy="disable")
-        self.train_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.test_acc_top5 = MulticlassAccuracy(
-            num_classes, top_k=min(5, num_classes), average="micro"
-        )
+        # validate_args=False: the argument check calls torch.unique on the targets, another
+        # host sync per update; our loaders' labels are class indices by construction.
+        accuracy = dict(num_classes=num_classes, average="micro", validate_args=False)
+        self.train_acc = MulticlassAccuracy(top_k=1, **accuracy)
+        self.val_acc = MulticlassAccuracy(top_k=1, **accuracy)
+        self.test_acc = MulticlassAccuracy(top_k=1, **accuracy)
+        self.test_acc_top5 = MulticlassAccuracy(top_k=min(5, num_classes), **accuracy)
         self.val_acc_best = MaxMetric()
         # In checkpoints: a run resumed mid-epoch reports the epoch as one never interrupted.
         for metric in (self.train_loss, self.train_acc, self.val_acc_best):

@@ -124,7 +124,7 @@ class PredictionCollector:
     ) -> None:
         self.class_names, self.mean, self.std = list(class_names), list(mean), list(std)
         self.sample_size, self.mistakes_size, self.seed = sample_size, mistakes_size, seed
-        self.confusion = MulticlassConfusionMatrix(len(self.class_names))
+        self.confusion = MulticlassConfusionMatrix(len(self.class_names), validate_args=False)
         self.reset()
 
     def reset(self) -> None:
