@@ -47,6 +47,21 @@ def test_train_mode_times_all_three_loops(tmp_path):
 
 
 @pytest.mark.slow
+def test_speedrun_net_whitens_from_the_runs_data_in_the_lightning_loop(tmp_path):
+    """The speedrun net asks trainer.datamodule for its whitening sample: the loop must have one."""
+    overrides = [
+        *TINY,
+        "model=airbench_net",
+        "model.net.widths=[8,16,16]",
+        "bench.loops=[lightning]",
+    ]
+    cfg = compose_config([*overrides, f"paths.output_dir={tmp_path}"], config_name="bench")
+    result = bench(cfg)
+    assert result["model"] == "AirbenchClassifier"
+    assert result["loops"]["lightning"]["images"] == 2 * 32
+
+
+@pytest.mark.slow
 def test_cli_aug_mode_prints_a_table_then_one_json_line(tmp_path):
     proc = run_cli(
         "cifar_lightning.bench",

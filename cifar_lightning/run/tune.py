@@ -121,11 +121,14 @@ def _range_test(model: L.LightningModule, datamodule: Any, cfg: DictConfig) -> A
         **SIDE_RUN,  # its scratch checkpoint is Lightning's own, not a run's: no plugins
         **ONE_DEVICE,
         max_steps=int(tune.num_training),
+        limit_val_batches=0,  # no validation: only time
     )
     with _quiet():
         return Tuner(trainer).lr_find(
             model,
-            train_dataloaders=datamodule.train_dataloader(),  # no validation: only time
+            # The datamodule, not a loader made here: the loader is built once the Trainer
+            # is attached (on its device), and a model can ask trainer.datamodule for data.
+            datamodule=datamodule,
             min_lr=float(tune.min_lr),
             max_lr=float(tune.max_lr),
             num_training=int(tune.num_training),

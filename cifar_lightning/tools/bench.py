@@ -284,8 +284,24 @@ class Bench:
         with warnings.catch_warnings():
             # The benchmark trains only; the LightningModule's validation_step stays unused.
             warnings.filterwarnings("ignore", message=".*no `val_dataloader`")
-            trainer.fit(model, train_dataloaders=self.device_loader())
+            trainer.fit(model, datamodule=BenchData(self))
         return timer.images, timer.seconds, {"precision": self.precision}
+
+
+class BenchData(L.LightningDataModule):
+    """The Lightning loop's datamodule: the bench's own device loader, so (b) and (c) see the
+    same batches, and the run's data for what a model asks of ``trainer.datamodule`` (the
+    speedrun net's whitening sample)."""
+
+    def __init__(self, bench: Bench) -> None:
+        super().__init__()
+        self.bench = bench
+
+    def train_dataloader(self) -> DeviceLoader:
+        return self.bench.device_loader()
+
+    def sample_train_images(self, n: int) -> torch.Tensor:
+        return self.bench.datamodule.sample_train_images(n)
 
 
 def run_train(cfg: DictConfig) -> dict[str, Any]:
