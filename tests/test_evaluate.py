@@ -187,3 +187,19 @@ def test_test_time_augmentation_is_an_evaluation_option(trained_run, tmp_path):
     assert flipped["metrics"]["loss"] != plain["metrics"]["loss"]
     with pytest.raises(ConfigError, match=r"test\.tta='sideways' must be one of none, flip"):
         evaluate(eval_cfg(tmp_path / "c", ckpt, "test.tta=sideways"))
+
+
+def test_the_device_loader_is_made_for_the_trainers_device(trained_run, tmp_path, monkeypatch):
+    """Made before a Trainer was attached, it stayed on the CPU and copied every batch."""
+    from cifar_lightning.data.datamodule import CIFAR10DataModule
+
+    devices, original = [], CIFAR10DataModule._device_loader
+
+    def spy(self, dataset, train):
+        devices.append(self.trainer and self.trainer.strategy.root_device)
+        return original(self, dataset, train)
+
+    monkeypatch.setattr(CIFAR10DataModule, "_device_loader", spy)
+    ckpt = trained_run[1]["best_checkpoint"]
+    evaluate(eval_cfg(tmp_path, f"ckpt_path={ckpt}", "data.loader=device", "figures.sample_size=4"))
+    assert [str(d) for d in devices] == ["cpu"]  # None: made without the Trainer's device

@@ -113,6 +113,9 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         cfg.trainer, [*bar, pictures], loggers or False, output_dir, enable_checkpointing=False
     )
     log.info("Evaluating %s on the %s of %s", ckpt_path, split, datamodule.describe())
+    # Attached before the loader is made: data.loader=device then cuts, augments and
+    # normalizes the batches on the Trainer's device, not on the CPU.
+    datamodule.trainer = trainer
     loader = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
     (metrics,) = trainer.test(model, dataloaders=loader, verbose=False)
     if (results := pictures.results) is None or not results.num_images:
