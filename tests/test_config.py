@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from hydra.utils import get_class
 
 from cifar_lightning.run.config import CONFIG_DIR, claim_dir, compose_config
@@ -80,6 +81,33 @@ def test_trainer_keys_pass_through(make_cfg, tmp_path):
 def test_precision_auto_is_fp32_on_cpu_and_explicit_values_win():
     assert resolve_precision("auto", "cpu") == "32-true"
     assert resolve_precision("16-mixed", "cpu") == "16-mixed"
+
+
+@pytest.mark.parametrize(
+    "capabilities, expected",
+    [([(9, 0)], "bf16-mixed"), ([(8, 0), (8, 6)], "bf16-mixed"), ([(7, 0)], "16-mixed"),
+     ([(8, 0), (7, 5)], "16-mixed")],
+)  # fmt: skip
+def test_precision_auto_on_a_gpu_asks_nvml_not_torch(monkeypatch, capabilities, expected):
+    """torch's is_bf16_supported counts emulation (a V100 says yes) and initialises CUDA,
+    which Lightning's ddp_fork then refuses."""
+    from cifar_lightning.run import trainer as trainer_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("would initialise CUDA in the launching process")
+
+    monkeypatch.setattr(trainer_module, "nvml_compute_capabilities", lambda: capabilities)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", refuse)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", refuse)
+    assert resolve_precision("auto", "gpu") == expected
+    assert not torch.cuda.is_initialized()
+
+
+def test_nvml_answers_none_where_there_is_no_nvidia_driver():
+    from cifar_lightning.run.trainer import nvml_compute_capabilities
+
+    found = nvml_compute_capabilities()
+    assert found is None or all(major >= 3 for major, _ in found)
 
 
 def test_run_dirs_never_collide(tmp_path):

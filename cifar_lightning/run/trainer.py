@@ -4,6 +4,8 @@ timing warm-up and the benchmark all describe theirs as ``trainer.*`` plus overr
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,7 +27,50 @@ def resolve_precision(precision: Any, accelerator: str) -> Any:
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if not on_gpu:
         return "32-true"
-    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if bf16_native() else "16-mixed"
+
+
+def bf16_native() -> bool:
+    """Whether the visible GPUs compute bf16 in hardware (compute capability 8.0, Ampere, on).
+
+    Asked of NVML, not ``torch.cuda.is_bf16_supported()``: that counts emulation (a V100 or T4
+    says yes, and runs bf16 slowly) and initialises CUDA here, which Lightning's ``ddp_fork``
+    and ``ddp_notebook`` then refuse. Without NVML (not NVIDIA's driver), torch answers."""
+    capabilities = nvml_compute_capabilities()
+    if capabilities is None:
+        return torch.cuda.get_device_capability() >= (8, 0)
+    return bool(capabilities) and min(capabilities) >= (8, 0)
+
+
+def nvml_compute_capabilities() -> list[tuple[int, int]] | None:
+    """(major, minor) of each GPU that ``CUDA_VISIBLE_DEVICES`` (by index) leaves visible, from
+    the driver's NVML library without a CUDA context; None where NVML cannot say."""
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return None
+    if nvml.nvmlInit_v2() != 0:
+        return None
+    try:
+        count = ctypes.c_uint()
+        if nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)) != 0:
+            return None
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").replace(" ", "")
+        indices = range(count.value)
+        if visible and all(part.isdigit() for part in visible.split(",")):
+            indices = [i for i in map(int, visible.split(",")) if i < count.value]
+        capabilities = []
+        for i in indices:
+            handle, major, minor = ctypes.c_void_p(), ctypes.c_int(), ctypes.c_int()
+            if nvml.nvmlDeviceGetHandleByIndex_v2(i, ctypes.byref(handle)) != 0:
+                return None
+            ask = nvml.nvmlDeviceGetCudaComputeCapability
+            if ask(handle, ctypes.byref(major), ctypes.byref(minor)) != 0:
+                return None
+            capabilities.append((major.value, minor.value))
+        return capabilities
+    finally:
+        nvml.nvmlShutdown()
 
 
 def trainer_kwargs(trainer: Mapping[str, Any] | DictConfig, **overrides: Any) -> dict[str, Any]:
