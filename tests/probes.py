@@ -38,3 +38,12 @@ class ShardProbe(L.Callback):
         record = {"rank": trainer.global_rank, "world_size": trainer.world_size}
         record["digests"] = self.digests
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class SlowFitStart(L.Callback):
+    """Half a second in on_fit_start, like a model summary's example forward or a preview."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        import time
+
+        time.sleep(0.5)

@@ -361,6 +361,34 @@ def test_speedrun_trains_end_to_end_on_a_subset(make_cfg):
     assert timing["cold_start_s"] > timing["total_s"]
 
 
+@pytest.mark.slow
+def test_timed_run_compiles_nothing_inside_its_timed_segments(make_cfg, monkeypatch):
+    """The warm-up meets every shape (the last train, val and test batches are smaller) and
+    the bias freeze changes no graph; setup_s leaves other callbacks' on_fit_start out."""
+    from cifar_lightning.run.train import train
+    from conftest import REPO
+
+    monkeypatch.syspath_prepend(str(REPO / "tests"))
+    cfg = make_cfg(
+        "experiment=speedrun",
+        "model.net.widths=[8,16,16]",
+        "model.whiten_images=256",
+        "model.whiten_bias_epochs=1",
+        "data.fake_train_size=600",  # 4 batches of 128 and one of 88
+        "data.fake_test_size=200",  # 128 and 72, with TTA 6x that
+        "data.batch_size=128",
+        "data.drop_last=false",
+        "trainer.max_steps=10",
+        "trainer.max_epochs=2",
+        "timing.warmup_steps=2",
+        "speed.compile={backend:eager}",  # dynamo's graphs, without inductor's compile time
+        "+callbacks.slow._target_=probes.SlowFitStart",
+    )
+    timing = train(cfg)["timing"]
+    assert timing["recompiles"] == 0 and timing["valid"], timing
+    assert timing["setup_s"] < 0.5, timing
+
+
 # --- the airbench comparison harness (GPU-only to run; its pieces checked here) ---------------
 
 

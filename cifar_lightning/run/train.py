@@ -34,10 +34,12 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     """``callbacks/``, ``speed``, and the callbacks that are part of what a run is."""
     callbacks: list[Callback] = [build(c, "callbacks") for c in cfg.callbacks.values() if c]
     # Always on, so not config: exact resume (per-step seeds, log flushes) and the
-    # checkpoint's record; the clock exists only in a timed run, first to close its segments.
+    # checkpoint's record; the clock exists only in a timed run (first and last: see RunClock).
     run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks += [build(cfg.speed, "speed"), ResumableRun(cfg.seed), CheckpointRecord(run_config)]
-    callbacks = [RunClock(), *callbacks] if cfg.timing.enabled else callbacks
+    if cfg.timing.enabled:
+        clock = RunClock()
+        callbacks = [clock, *callbacks, clock.starter]
     # Lightning refuses a progress bar / summary callback when its Trainer flag is off.
     off = (ProgressBar,) * (not cfg.trainer.enable_progress_bar)
     off += (ModelSummary,) * (not cfg.trainer.enable_model_summary)
@@ -97,7 +99,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             raise stopped
         fit_metrics = dict(trainer.callback_metrics)
         extra["tested"] = test(cfg, trainer, model, datamodule)
-        extra["timing"] = timing.report(cfg, trainer, warmup_s)
+        extra["timing"] = timing.report(cfg, trainer, warmup_s, started)
     except BaseException as error:
         interrupted = isinstance(error, RunInterrupted | KeyboardInterrupt)
         if isinstance(error, RunInterrupted):
