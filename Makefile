@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 # Extra arguments for `make train`, e.g.  make train ARGS="model=depthwise trainer.max_epochs=5"
 ARGS   ?=
 
-.PHONY: help install test train lint format tensorboard clean
+.PHONY: help install test train lint format tensorboard gpu-kit clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,13 @@ format: install ## ruff: fix lint findings that are safe to fix, and format
 
 tensorboard: install ## TensorBoard over every run in outputs/
 	$(BIN)/tensorboard --logdir outputs
+
+# The shared folder beside the checkout: the GPU wheel fetcher and the CIFAR-10 JPEG tarball.
+SHARED ?= ../shared
+
+gpu-kit: ## Fill .whl/ and .data/ (git-ignored) for a GPU machine: the wheels it lacks, the data
+	$(SHARED)/gpu/fetch-wheels .whl
+	mkdir -p .data && cp -u $(SHARED)/data/cifar10-jpeg.tar.gz .data/
 
 clean: ## Remove caches and build files (keeps .venv, data/ and outputs/)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info

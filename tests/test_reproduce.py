@@ -45,10 +45,11 @@ def test_dry_run_runs_every_step_and_writes_the_json_and_the_table(tmp_path, cap
     assert rows["seed004"]["reported"] == "92.72% (best epoch)"
     assert rows["seed004"]["epochs"] == "3 steps (dry run)"
     assert rows["seed004"]["images_per_s"] > 0 and rows["seed004"]["x_classic"] > 0
-    assert rows["bench resnet9 (batch 32)"]["images_per_s"] > 0
-    table = (tmp_path / "docs" / "results.md").read_text()
-    assert table == (tmp_path / "results" / "results.md").read_text()
+    assert rows["bench resnet9 (batch 16)"]["images_per_s"] > 0
+    table = (tmp_path / "results" / "results.md").read_text()
     assert "**Dry run**" in table and "| seed003 | 86.74% |" in table
+    assert path.name.endswith("-dry-run.json")
+    assert not (tmp_path / "docs").exists()  # a dry run never replaces the measured table
     assert table in capsys.readouterr().out
 
 

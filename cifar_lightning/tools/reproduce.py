@@ -9,7 +9,8 @@ failure is recorded and the campaign goes on. Every run is one in this process (
 graphs and decoded data are reused), in its own directory under ``reproduce.runs_dir``.
 
 It writes ``<out>/<gpu>/<date>-<time>.json`` (every figure, versions, commit, GPU, data) and
-the Markdown table to ``<out>/results.md`` and ``reproduce.table`` (docs/results.md).
+the Markdown table to ``<out>/results.md`` and ``reproduce.table`` (docs/results.md; a dry run
+or a self-check writes neither that nor a JSON without ``-dry-run``/``-check`` in its name).
 ``dry_run=true data=fake`` runs every step for 2-3 steps on any machine (make test does);
 ``check=true`` runs only the self-check.
 """
@@ -57,7 +58,10 @@ BENCHES = (("resnet9", 512), ("depthwise", 128))
 # A dry run: a few steps of everything, on whatever data was named (data=fake in make test).
 DRY = [
     "trainer.max_steps=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-    "data.batch_size=32", "data.num_workers=0", "timing.warmup_steps=1", "tune.lr_find=false",
+    "data.batch_size=16", "data.num_workers=0", "timing.warmup_steps=1", "tune.lr_find=false",
+    # Pictures cost seconds a run on a CPU, and are tested elsewhere.
+    "callbacks.aug_preview=null", "callbacks.training_curves=null",
+    "callbacks.evaluation_figures=null",
 ]  # fmt: skip
 DRY_FAKE = ["data.fake_train_size=256", "data.fake_test_size=64", "data.val_size=0"]
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
@@ -125,7 +129,7 @@ def self_check(c: Campaign) -> dict[str, Any]:
     nothing inside its timed segments. On a CPU the CUDA parts are skipped, and it says so."""
     cuda = torch.cuda.is_available()
     counter = "+callbacks.host_syncs._target_=cifar_lightning.training.callbacks.campaign."
-    steps = ["trainer.max_steps=12", "trainer.log_every_n_steps=50", "test.enabled=false"]
+    steps = [f"trainer.max_steps={12 if cuda else 4}", "trainer.log_every_n_steps=50"]
     # Full speedrun batches on a GPU (4 steps an epoch, one test batch); a CPU does small ones.
     small = ["data.fake_train_size=4096", "data.fake_test_size=1024", "data.val_size=0"]
     if not cuda:
@@ -133,7 +137,7 @@ def self_check(c: Campaign) -> dict[str, Any]:
                  "data.batch_size=64"]  # fmt: skip
     syncs = c.train(
         "check-host-syncs",
-        ["experiment=speedrun", f"{counter}HostSyncCounter", *steps, *small],
+        ["experiment=speedrun", f"{counter}HostSyncCounter", "test.enabled=false", *steps, *small],
         fake=True,
     )
     report: dict[str, Any] = {"cuda": cuda}
@@ -146,7 +150,7 @@ def self_check(c: Campaign) -> dict[str, Any]:
     mode = str(c.r.check_compile) if cuda else "false"
     compiled = c.train(
         "check-compiled-tta",
-        ["experiment=speedrun", f"speed.compile={mode}", "trainer.max_steps=8", *small],
+        ["experiment=speedrun", f"speed.compile={mode}", *steps, *small],
         fake=True,
     )
     timing = compiled.get("timing") or {}
@@ -166,7 +170,7 @@ def run_bench(c: Campaign) -> dict[str, Any]:
     for model, batch in BENCHES:
         argv = [*c.overrides(f"model={model}", f"data.batch_size={batch}")]
         if c.dry:
-            argv += ["bench.warmup_steps=1", "bench.steps=2", "data.batch_size=32"]
+            argv += ["bench.warmup_steps=1", "bench.steps=2", "data.batch_size=16"]
         argv += [f"paths.output_dir={c.runs_dir / f'bench-{model}'}"]
         cfg, choices = compose_for_tool(argv, "bench")
         with known_choices(choices):
@@ -386,7 +390,8 @@ def campaign(cfg: DictConfig, data: list[str]) -> dict[str, Any]:
 def write(c: Campaign) -> dict[str, Any]:
     gpu = gpu_name()
     out = Path(str(c.r.out))
-    path = out / gpu.replace(" ", "-").replace("/", "-") / f"{c.stamp}.json"
+    kind = "-dry-run" if c.dry else "-check" if c.cfg.check else ""
+    path = out / gpu.replace(" ", "-").replace("/", "-") / f"{c.stamp}{kind}.json"
     record = {
         "dry_run": c.dry, "check_only": bool(c.cfg.check), "gpu": gpu, "date": c.stamp,
         "commit": git_commit(c.r.commit), "versions": versions(),
@@ -397,7 +402,9 @@ def write(c: Campaign) -> dict[str, Any]:
     record["steps"] = c.steps
     atomic_write(path, (json.dumps(record, indent=2, default=str) + "\n").encode())
     text = markdown(c, record)
-    for table in {out / "results.md", *([Path(str(c.r.table))] if c.r.table else [])}:
+    # A dry run or a self-check never replaces the measured table.
+    docs = [Path(str(c.r.table))] if c.r.table and not kind else []
+    for table in {out / "results.md", *docs}:
         atomic_write(table, text.encode())
     log.info("reproduce: %s written, table in %s", path, out / "results.md")
     print(text)
