@@ -41,8 +41,16 @@ tensorboard: install ## TensorBoard over every run in outputs/
 # The shared folder beside the checkout: the GPU wheel fetcher and the CIFAR-10 JPEG tarball.
 SHARED ?= ../shared
 
+# What the GPU image lacks beyond fetch-wheels' list: matplotlib (figures) and joblib (sweeps).
+GPU_EXTRA := matplotlib contourpy cycler fonttools kiwisolver pyparsing python-dateutil six \
+	joblib cloudpickle
+GPU_PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	--platform manylinux2014_x86_64
+
 gpu-kit: ## Fill .whl/ and .data/ (git-ignored) for a GPU machine: the wheels it lacks, the data
 	$(SHARED)/gpu/fetch-wheels .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp $(GPU_PLATFORMS) -d .whl $(GPU_EXTRA)
 	mkdir -p .data && cp -u $(SHARED)/data/cifar10-jpeg.tar.gz .data/
 
 clean: ## Remove caches and build files (keeps .venv, data/ and outputs/)

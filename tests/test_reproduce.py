@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cifar_lightning.tools.reproduce import main
+from cifar_lightning.tools.reproduce import main, show_in_readme
 
 STEPS = ["self_check", "bench", "seed004", "speedrun", "seed003", "seed000", "seed001",
          "seed002", "speedrun-fp16"]  # fmt: skip
@@ -18,6 +18,7 @@ def campaign_args(tmp_path, *extra: str) -> list[str]:
         "data=fake",
         f"reproduce.out={tmp_path / 'results'}",
         f"reproduce.table={tmp_path / 'docs' / 'results.md'}",
+        f"reproduce.readme={tmp_path / 'README.md'}",
         f"paths.output_root={tmp_path / 'outputs'}",
         "reproduce.commit=abc1234",
         *extra,
@@ -73,3 +74,13 @@ def test_a_budget_of_nothing_is_a_config_error(tmp_path, capsys):
         main(campaign_args(tmp_path, "reproduce.budget_s=0"))
     assert exit_info.value.code == 2
     assert "reproduce.budget_s=0 leaves no time" in capsys.readouterr().err
+
+
+def test_a_measured_table_replaces_the_one_between_the_readme_marks(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- results:start -->\n| old |\n<!-- results:end -->\n\nrest\n")
+    show_in_readme(readme, "# Results\n\nMeasured …\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nText.")
+    assert readme.read_text() == (
+        "# x\n\n<!-- results:start -->\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+        "<!-- results:end -->\n\nrest\n"
+    )

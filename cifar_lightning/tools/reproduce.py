@@ -406,9 +406,26 @@ def write(c: Campaign) -> dict[str, Any]:
     docs = [Path(str(c.r.table))] if c.r.table and not kind else []
     for table in {out / "results.md", *docs}:
         atomic_write(table, text.encode())
+    if c.r.readme and not kind:
+        show_in_readme(Path(str(c.r.readme)), text)
     log.info("reproduce: %s written, table in %s", path, out / "results.md")
     print(text)
     return record
+
+
+README_MARKS = ("<!-- results:start -->", "<!-- results:end -->")
+
+
+def show_in_readme(readme: Path, text: str) -> None:
+    """The table between the README's results marks (its Results section shows it)."""
+    if not readme.is_file():
+        return
+    content = readme.read_text()
+    start, end = (content.find(mark) for mark in README_MARKS)
+    if 0 <= start < end:
+        table = "\n".join(line for line in text.splitlines() if line.startswith("|"))
+        block = f"{README_MARKS[0]}\n{table}\n"
+        atomic_write(readme, (content[:start] + block + content[end:]).encode())
 
 
 def main(argv: Sequence[str] | None = None) -> None:
