@@ -389,6 +389,18 @@ def test_timed_run_compiles_nothing_inside_its_timed_segments(make_cfg, monkeypa
     assert timing["setup_s"] < 0.5, timing
 
 
+def test_cold_start_counts_a_later_multirun_job_from_its_own_start(monkeypatch):
+    """Runs 2..N of one process (Hydra's basic launcher) once counted all the runs before."""
+    import time
+
+    from cifar_lightning.run import timing
+
+    monkeypatch.setattr(timing, "_first_run_in_process", True)
+    first = timing.cold_start_s(time.perf_counter())
+    assert first == pytest.approx(timing.seconds_since_start(), abs=0.05)  # from process start
+    assert timing.cold_start_s(time.perf_counter() - 2.0) == pytest.approx(2.0, abs=0.05)
+
+
 # --- the airbench comparison harness (GPU-only to run; its pieces checked here) ---------------
 
 
