@@ -67,6 +67,8 @@ def test_the_self_check_runs_on_a_cpu_and_says_what_it_skipped(tmp_path):
     tta = result["compiled_tta"]
     assert tta["recompiles_in_timed_segments"] == 0 and tta["valid_time"]
     assert "CUDA graphs need CUDA" in tta["note"] and 0 <= tta["test_acc"] <= 1
+    summary = (tmp_path / "results" / "results.md").read_text()
+    assert summary.startswith("# Self-check on cpu") and "needs CUDA" in summary
 
 
 def test_a_budget_of_nothing_is_a_config_error(tmp_path, capsys):

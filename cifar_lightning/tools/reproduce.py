@@ -324,7 +324,21 @@ def table_rows(c: Campaign) -> list[dict[str, Any]]:
     return rows
 
 
+def check_markdown(record: dict[str, Any]) -> str:
+    check = record["steps"]["self_check"]
+    found = check.get("result") or {"error": check.get("error")}
+    items = [f"- {k}: {json.dumps(v)}" for k, v in found.items()]
+    return "\n".join([
+        f"# Self-check on {record['gpu']}", "",
+        f"`python -m cifar_lightning.reproduce check=true`, {record['date']}, commit "
+        f"{record['commit']}: {check['status']} in {check['seconds']} s. Every figure: "
+        f"`{record['json']}`.", "", *items, "",
+    ])  # fmt: skip
+
+
 def markdown(c: Campaign, record: dict[str, Any]) -> str:
+    if record["check_only"]:
+        return check_markdown(record)
     head = "| recipe | seed's reported | ours | epochs | train s | images/s | MFU | × classic |"
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     for row in record["rows"]:
@@ -359,7 +373,9 @@ def git_commit(given: str | None) -> str:
         return str(given)
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
         cmd = ["git", "rev-parse", "--short", "HEAD"]
-        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+        repo = Path(__file__).resolve().parents[2]  # the checkout this package runs from
+        run = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=repo)
+        return run.stdout.strip()
     return "unknown"
 
 
