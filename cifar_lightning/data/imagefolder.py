@@ -31,7 +31,7 @@ CACHE_FORMAT = 2  # bump when the cache layout changes, so old caches are ignore
 TEST_ORDER_SEED = 0
 LAYOUT_FIX = (
     "point data.root at a folder with train/<class>/ and test/<class>/ image files, or at a "
-    ".tar.gz of that layout (e.g. data.root=../shared/data/cifar10-jpeg.tar.gz)"
+    ".tar.gz of that layout (e.g. data.root=path/to/cifar10-jpeg.tar.gz)"
 )
 
 # (split, class, file name) -> bytes of one image, in archive or directory order.

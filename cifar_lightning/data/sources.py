@@ -72,7 +72,7 @@ def load_torchvision_cifar10(root: str | Path, download: bool = True) -> Splits:
             fix="with no network, point at a local copy instead: "
             "data=imagefolder data.root=PATH (a folder with train/<class>/ and "
             "test/<class>/ images, or a .tar.gz of that layout such as "
-            "../shared/data/cifar10-jpeg.tar.gz); or put cifar-10-python.tar.gz, "
+            "cifar10-jpeg.tar.gz); or put cifar-10-python.tar.gz, "
             f"downloaded elsewhere, into {root}/ and run again.",
         ) from None
     except RuntimeError as e:  # torchvision's "Dataset not found or corrupted" / md5 mismatch

@@ -1,7 +1,7 @@
 """``python -m cifar_lightning.airbench_compare``: our speedrun against airbench94, one GPU.
 
     python -m cifar_lightning.airbench_compare --airbench PATH/airbench94.py \\
-        --data ../shared/data/cifar10-jpeg.tar.gz --runs 5
+        --data path/to/cifar10-jpeg.tar.gz --runs 5
 
 Runs, in one session on the same GPU and images, airbench94 (a fetched copy of
 github.com/KellerJordan/cifar10-airbench, never part of this repository: its 25 runs) and
