@@ -161,6 +161,8 @@ CASES = [
     ("zero_epochs", ["trainer.max_epochs=0"], 2, "trainer.max_epochs=0 trains nothing"),
     ("endless", ["trainer.max_epochs=-1"], 2, "would train forever"),
     ("sync_bn_on_cpu", ["trainer.sync_batchnorm=true"], 2, "sync_batchnorm=true needs GPUs"),
+    *[("gpu_without_one", ["trainer.accelerator=gpu"], 2, "asks for a GPU, but torch sees none")]
+    * (not torch.cuda.is_available()),
     ("val_size_too_big", ["data.val_size=1000"], 2, "data.val_size=1000 leaves no training"),
     ("label_smoothing", ["loss.label_smoothing=1.5"], 2, "loss.label_smoothing=1.5 must be in"),
     ("dropout", ["model.net.dropout=2"], 2, "model.net.dropout=2 must be in [0, 1)"),

@@ -79,6 +79,13 @@ def trainer_kwargs(trainer: Mapping[str, Any] | DictConfig, **overrides: Any) ->
         trainer = OmegaConf.to_container(trainer, resolve=True)
     kwargs = {**trainer, **overrides}
     precision, accelerator = kwargs.get("precision", "auto"), str(kwargs.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} (trainer=gpu) asks for a GPU, but torch sees "
+            "none on this machine.",
+            fix="drop trainer=gpu, or use trainer=cpu; trainer.accelerator=auto (the default) "
+            "takes the GPU wherever there is one",
+        )
     kwargs["precision"] = resolve_precision(precision, accelerator)
     plugins = kwargs.get("plugins") or []
     plugins = plugins if isinstance(plugins, list) else [plugins]
