@@ -203,3 +203,15 @@ def test_the_device_loader_is_made_for_the_trainers_device(trained_run, tmp_path
     ckpt = trained_run[1]["best_checkpoint"]
     evaluate(eval_cfg(tmp_path, f"ckpt_path={ckpt}", "data.loader=device", "figures.sample_size=4"))
     assert [str(d) for d in devices] == ["cpu"]  # None: made without the Trainer's device
+
+
+def test_a_run_directory_means_the_checkpoint_its_test_used(trained_run, tmp_path):
+    _, results = trained_run
+    summary = evaluate(eval_cfg(tmp_path / "a", f"ckpt_path={results['run_dir']}"))
+    assert results["tested"] == "best"
+    assert summary["checkpoint"] == str(Path(results["best_checkpoint"]).resolve())
+    assert summary["metrics"]["acc"] == pytest.approx(results["metrics"]["test/acc"])
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match=r"holds no checkpoints/last\.ckpt"):
+        evaluate(eval_cfg(tmp_path / "b", f"ckpt_path={empty}"))

@@ -6,6 +6,9 @@ hparams); a ``cifar_lightning`` record (model class, resolved config) is all eva
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import pickle
 import zipfile
 from pathlib import Path
@@ -20,6 +23,8 @@ from cifar_lightning import __version__
 from cifar_lightning.atomic import atomic_write
 from cifar_lightning.errors import CheckpointError
 from cifar_lightning.training.classifier import ImageClassifier
+
+log = logging.getLogger(__name__)
 
 MODELS_PACKAGE = "cifar_lightning.training."
 RECORD_KEY = "cifar_lightning"
@@ -41,6 +46,28 @@ class CheckpointRecord(Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         checkpoint[RECORD_KEY] = make_record(pl_module, self.run_config)
+
+
+def tested_checkpoint(path: str | Path) -> Path:
+    """``path`` itself, or for a run directory the checkpoint its test used (``tested`` in its
+    metrics.json: the best, else the last), looked up beside it so a moved run still works."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    record: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        record = json.loads((path / "metrics.json").read_text())
+    best = record.get("best_checkpoint")
+    chosen = path / "checkpoints" / "last.ckpt"
+    if record.get("tested") == "best" and best:
+        chosen = path / "checkpoints" / Path(best).name
+    if not chosen.is_file():
+        raise CheckpointError(
+            f"run directory {path} holds no {chosen.relative_to(path)}.",
+            fix="pass a .ckpt file, or the directory of a run that saved its checkpoints",
+        )
+    log.info("%s: the checkpoint its test used, %s", path, chosen.name)
+    return chosen
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""``python -m cifar_lightning.evaluate ckpt_path=PATH``: a checkpoint's test results, in full.
+"""``python -m cifar_lightning.evaluate ckpt_path=PATH``: a checkpoint's test results, in full
+(PATH a .ckpt file, or a run directory: the checkpoint that run tested).
 
 Needs nothing but the checkpoint: the model comes from its hyper-parameters, the data from its
 run config (``data=…`` or ``data.*`` override it). ``trainer.test`` runs with the callback that
@@ -22,7 +23,7 @@ from rich.table import Table
 from cifar_lightning.atomic import atomic_write
 from cifar_lightning.errors import ConfigError, UserError, exit_on_user_error
 from cifar_lightning.run import schema
-from cifar_lightning.run.checkpoints import load_classifier
+from cifar_lightning.run.checkpoints import load_classifier, tested_checkpoint
 from cifar_lightning.run.config import CONFIG_DIR, build, run_hydra
 from cifar_lightning.run.record import discard_unused_run_dir
 from cifar_lightning.run.trainer import device_name, make_trainer
@@ -100,7 +101,7 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         )
     schema.validate(cfg)
     output_dir, split = Path(cfg.paths.output_dir), SPLITS[cfg.split]
-    ckpt_path = Path(str(cfg.ckpt_path)).expanduser().resolve()
+    ckpt_path = tested_checkpoint(str(cfg.ckpt_path)).resolve()
     model, record = load_classifier(ckpt_path)
     model.test_tta = cfg.test.tta
     datamodule = build_datamodule(model, record, cfg)

@@ -25,7 +25,7 @@ from rich.text import Text
 from cifar_lightning.data.batched_aug import Normalize
 from cifar_lightning.data.imagefolder import IMAGE_SUFFIXES
 from cifar_lightning.errors import ConfigError, exit_on_user_error
-from cifar_lightning.run.checkpoints import load_classifier
+from cifar_lightning.run.checkpoints import load_classifier, tested_checkpoint
 from cifar_lightning.run.config import CONFIG_DIR, run_hydra
 from cifar_lightning.run.trainer import pick_device
 from cifar_lightning.training import figures
@@ -136,7 +136,7 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     if topk < 1:
         raise ConfigError(f"topk={cfg.topk} must be at least 1.", fix="e.g. topk=3")
     device = pick_device(str(cfg.get("device", "auto")))
-    model, _ = load_classifier(cfg.ckpt_path)
+    model, _ = load_classifier(tested_checkpoint(str(cfg.ckpt_path)))
     predictions = find_images(inputs)
     for p in predictions:
         try:
@@ -161,7 +161,7 @@ def report(predictions: Sequence[Prediction], cfg: DictConfig, out: Console, err
     classified = [p for p in predictions if p.top is not None]
     notes = [f"{len(classified)} classified, {len(failed)} failed"]
     payload = {
-        "checkpoint": str(cfg.ckpt_path),
+        "checkpoint": str(tested_checkpoint(str(cfg.ckpt_path))),
         "resize": cfg.get("resize", "crop"),
         "predictions": [p.to_json() for p in predictions],
         "classified": len(predictions) - len(failed),
