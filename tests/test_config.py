@@ -115,3 +115,16 @@ def test_run_dirs_never_collide(tmp_path):
     first, second, third = claim_dir(base), claim_dir(base), claim_dir(base)
     assert first == base and second == base + "-1" and third == base + "-2"
     assert all(Path(p).is_dir() for p in (first, second, third))
+
+
+@pytest.mark.parametrize(
+    "command", ["train", "evaluate", "bench", "summary", "reproduce", "report", "airbench_compare"]
+)
+def test_version_is_ours_with_what_the_numbers_depend_on(command, tmp_path):
+    from cifar_lightning import __version__
+    from conftest import run_cli_in_process
+
+    proc = run_cli_in_process("--version", cwd=tmp_path, command=command)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"cifar-lightning {__version__}, torch ")
+    assert "lightning " in proc.stdout and "CUDA " in proc.stdout and "Hydra" not in proc.stdout

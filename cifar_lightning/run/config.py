@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -133,6 +135,7 @@ def known_choices(choices: dict[str, str]) -> Iterator[None]:
 def compose_for_tool(argv: Sequence[str], config_name: str) -> tuple[DictConfig, dict[str, str]]:
     """The config of a tool that writes no run dir (summary, show_aug), and its group choices;
     a bad argument is the same ConfigError train gives."""
+    answer_version(argv)
     try:
         cfg = compose_config(list(argv), config_name, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as e:
@@ -253,6 +256,7 @@ def run_hydra(hydra_main: Callable[[], Any], config_name: str = "train") -> None
     ``HYDRA_FULL_ERROR`` makes Hydra raise what it caught instead of printing its own report,
     so the exception itself (its type, its key) says what went wrong.
     """
+    answer_version(sys.argv[1:])
     os.environ["HYDRA_FULL_ERROR"] = "1"
     _quiet_known_noise()
     with exit_on_user_error():
@@ -263,6 +267,31 @@ def run_hydra(hydra_main: Callable[[], Any], config_name: str = "train") -> None
         except (HydraException, OmegaConfBaseException) as e:
             foreign = isinstance(e, ConfigCompositionException) and _foreign_group(config_name)
             raise (foreign or config_error(e)) from None
+
+
+def answer_version(argv: Sequence[str]) -> None:
+    """Every command's ``--version``: print :func:`versions` and exit 0."""
+    if "--version" in argv:
+        print(versions())
+        sys.exit(0)
+
+
+def versions() -> str:
+    """``--version``: ours, and what our numbers depend on (read without importing torch)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from cifar_lightning import __version__
+
+    parts = [f"cifar-lightning {__version__}"]
+    for package in ("torch", "lightning", "hydra-core"):
+        with contextlib.suppress(PackageNotFoundError):
+            parts.append(f"{package} {version(package)}")
+    spec = importlib.util.find_spec("torch")
+    torch_version = Path(spec.origin).parent / "version.py" if spec and spec.origin else None
+    with contextlib.suppress(OSError, TypeError):
+        found = re.search(r"^cuda[^=]*=\s*'([^']+)'", torch_version.read_text(), re.MULTILINE)
+        parts.append(f"CUDA {found.group(1)}" if found else "CUDA none (a CPU build of torch)")
+    return ", ".join(parts)
 
 
 def batched_aug_options(conf: str | Path | None = None) -> list[str]:

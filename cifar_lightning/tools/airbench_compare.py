@@ -29,6 +29,7 @@ import torch
 from cifar_lightning.data.imagefolder import load_imagefolder
 from cifar_lightning.data.sources import CIFAR10_CLASSES, Splits
 from cifar_lightning.errors import UserError, exit_on_user_error
+from cifar_lightning.run.config import answer_version
 
 _ROW = re.compile(r"^\|\s*(\S*)\s*\|\s*eval\s*\|(.*)$")
 
@@ -138,7 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=5, help="speedrun runs (airbench: its 25)")
     parser.add_argument("--cache-dir", type=Path, default=Path("data/cache"))
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--version", action="store_true", help="print the versions and exit")
     parser.add_argument("extra", nargs="*", help="more overrides for the speedrun runs")
+    answer_version(sys.argv[1:] if argv is None else argv)
     with exit_on_user_error():
         print_report(compare(parser.parse_args(argv)))
 

@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cifar_lightning.errors import UserError, exit_on_user_error
-from cifar_lightning.run.config import parse_overrides
+from cifar_lightning.run.config import answer_version, parse_overrides
 from cifar_lightning.training import figures
 
 SKIP_DIRS = {"tensorboard", "checkpoints", ".hydra", "__pycache__"}
@@ -403,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--out", type=Path, help="where to write (default: PATH, or the PATHs' common parent)"
     )
+    parser.add_argument("--version", action="store_true", help="print the versions and exit")
+    answer_version(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     with exit_on_user_error():
         report = build_report(args.paths, args.out)
