@@ -13,7 +13,7 @@ from cifar_lightning.run.config import compose_config
 from cifar_lightning.run.evaluate import evaluate
 from conftest import CLASSES, assert_png, run_cli, run_cli_in_process
 
-PICTURES = ("confusion_matrix", "predictions", "misclassified")
+PICTURES = ("confusion_matrix", "predictions", "misclassified", "calibration")
 
 
 def eval_cfg(out: Path, *overrides: str):
@@ -215,3 +215,19 @@ def test_a_run_directory_means_the_checkpoint_its_test_used(trained_run, tmp_pat
     empty.mkdir()
     with pytest.raises(CheckpointError, match=r"holds no checkpoints/last\.ckpt"):
         evaluate(eval_cfg(tmp_path / "b", f"ckpt_path={empty}"))
+
+
+def test_calibrate_fits_a_temperature_on_the_validation_split_never_the_test_set(
+    trained_run, tmp_path
+):
+    ckpt = trained_run[1]["best_checkpoint"]
+    summary = evaluate(eval_cfg(tmp_path / "a", f"ckpt_path={ckpt}", "calibrate=true"))
+    c = summary["calibration"]
+    assert c["temperature"] > 0 and c["fitted_on"].startswith("the validation split (64 images)")
+    assert c["after"]["nll"] <= c["nll"] + 0.05  # fitted on other images: close, not exact
+    assert set(c) >= {"ece", "mce", "nll", "brier", "bins", "after"}
+    assert summary["metrics"]["ece"] == pytest.approx(c["ece"], abs=1e-6)
+    written = json.loads((tmp_path / "a" / "eval.json").read_text())
+    assert written["calibration"]["temperature"] == c["temperature"]
+    with pytest.raises(ConfigError, match="reports on the test set"):
+        evaluate(eval_cfg(tmp_path / "b", f"ckpt_path={ckpt}", "calibrate=true", "split=val"))

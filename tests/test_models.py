@@ -103,5 +103,6 @@ def test_no_metric_checks_its_arguments_on_every_update():
     model, collector = DepthwiseClassifier(), PredictionCollector(["a", "b"], [0.5] * 3, [0.2] * 3)
     metrics = [m for m in [*model.modules(), collector.confusion] if isinstance(m, Metric)]
     checked = [m for m in metrics if hasattr(m, "validate_args")]
-    assert len(checked) == 5  # train/val/test accuracy, test top-5, the confusion matrix
+    # train/val/test accuracy, test top-5, test ECE and MCE, the confusion matrix
+    assert len(checked) == 7
     assert not any(m.validate_args for m in checked)

@@ -118,6 +118,16 @@ def test_bad_options(trained_run):
         predict(predict_cfg(ckpt, "images=a.png", "resize=zoom"))
     with pytest.raises(ConfigError, match="no checkpoint given"):
         predict(compose_config(["images=a.png"], config_name="predict"))
+    with pytest.raises(ConfigError, match="temperature=0 must be positive"):
+        predict(predict_cfg(ckpt, "images=a.png", "temperature=0"))
+
+
+def test_a_temperature_softens_the_probabilities_and_keeps_the_ranking(trained_run, photos):
+    ckpt, images = trained_run[1]["best_checkpoint"], f"images=[{photos / 'small.png'}]"
+    (plain,) = predict(predict_cfg(ckpt, images, "topk=10"))
+    (hot,) = predict(predict_cfg(ckpt, images, "topk=10", "temperature=4"))
+    assert [c for c, _ in hot.top] == [c for c, _ in plain.top]
+    assert hot.top[0][1] < plain.top[0][1] and hot.top[-1][1] > plain.top[-1][1]
 
 
 @pytest.mark.slow

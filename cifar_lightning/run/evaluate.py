@@ -14,20 +14,25 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
+from torch.utils.data import DataLoader
 
 from cifar_lightning.atomic import atomic_write
+from cifar_lightning.data.datamodule import ArrayDataset, eval_transform
 from cifar_lightning.errors import ConfigError, UserError, exit_on_user_error
 from cifar_lightning.run import schema
 from cifar_lightning.run.checkpoints import load_classifier, tested_checkpoint
 from cifar_lightning.run.config import CONFIG_DIR, build, run_hydra
 from cifar_lightning.run.record import discard_unused_run_dir
 from cifar_lightning.run.trainer import device_name, make_trainer
+from cifar_lightning.training.calibration import calibration, fit_temperature, reliability_bins
 from cifar_lightning.training.predictions import Results
+from cifar_lightning.training.tta import tta_logits
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,36 @@ def build_datamodule(model: Any, record: dict[str, Any], cfg: DictConfig):
     return datamodule
 
 
+METRICS = ("acc", "acc_top5", "loss", "ece", "mce", "nll", "brier")
+HELD_OUT = 5000  # training images a temperature is fitted on when there is no validation split
+
+
+def calibrate(model: Any, datamodule: Any, tta: str, device: Any, results: Results) -> dict:
+    """Fit a temperature on the validation split (never the test set), then score the test
+    logits with it. With ``data.val_size=0`` the last training images stand in, though the
+    model has seen them: its confidence there is higher, so T comes out low, erring safe."""
+    datamodule.setup("fit")
+    if datamodule.val_size > 0:
+        loader = datamodule.val_dataloader()
+        where = f"the validation split ({datamodule.val_size:,} images)"
+    else:
+        train = datamodule.train_set
+        held = ArrayDataset(train.images, train.labels, eval_transform(datamodule.mean,
+                            datamodule.std), train.indices[-HELD_OUT:])  # fmt: skip
+        loader = DataLoader(held, batch_size=datamodule.batch_size)
+        where = f"the last {len(held):,} training images (data.val_size=0: seen in training)"
+        log.warning("calibrate=true with data.val_size=0: fitting on %s.", where)
+    logits, targets = [], []
+    model.to(device).eval()
+    with torch.no_grad():
+        for x, y in loader:
+            logits.append(tta_logits(model, x.to(device), tta).float().cpu())
+            targets.append(y.cpu())
+    temperature = fit_temperature(torch.cat(logits), torch.cat(targets))
+    after = calibration(results.logits, results.targets, temperature)
+    return {"temperature": round(temperature, 4), "fitted_on": where, "after": after}
+
+
 def print_summary(summary: dict[str, Any], results: Results, console: Console) -> None:
     table = Table(title=f"Per-class accuracy, {SPLITS[summary['split']]}", title_justify="left")
     columns = ("class", "images", "correct", "accuracy", "most often mistaken for")
@@ -86,6 +121,14 @@ def print_summary(summary: dict[str, Any], results: Results, console: Console) -
         f"[bold]top-1 {m['acc']:.2%}[/]   top-5 {m['acc_top5']:.2%}   loss {m['loss']:.4f}   "
         f"({summary['num_images']:,} images, {summary['data']})"
     )
+    c = summary["calibration"]
+    line = f"calibration: ECE {c['ece']:.2%}, MCE {c['mce']:.2%}, NLL {c['nll']:.4f}, "
+    line += f"Brier {c['brier']:.4f}"
+    if "temperature" in c:
+        a = c["after"]
+        line += (f"; with temperature {c['temperature']:.3f} (fitted on {c['fitted_on']}): "
+                 f"ECE {a['ece']:.2%}, NLL {a['nll']:.4f}, Brier {a['brier']:.4f}")  # fmt: skip
+    console.print(line)
     files = ", ".join(summary["files"].values())
     console.print(f"Written to {summary['run_dir']}: eval.json, {files}")
 
@@ -105,6 +148,11 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     model, record = load_classifier(ckpt_path)
     model.test_tta = cfg.test.tta
     datamodule = build_datamodule(model, record, cfg)
+    if cfg.calibrate and cfg.split != "test":
+        raise ConfigError(
+            "calibrate=true fits on the validation split and reports on the test set.",
+            fix="drop split=val (or calibrate=true)",
+        )
     if cfg.split == "val" and datamodule.val_size == 0:
         log.warning("data.val_size=0: the run validated on the test set, so val = test here.")
     pictures = build(cfg.figures, "figures", split_name=split)
@@ -121,13 +169,19 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     (metrics,) = trainer.test(model, dataloaders=loader, verbose=False)
     if (results := pictures.results) is None or not results.num_images:
         raise UserError(f"the {split} holds no images.", fix="check data.*")
+    calibrated = calibration(results.logits, results.targets)
+    calibrated["bins"] = reliability_bins(results.logits, results.targets)
+    if cfg.calibrate:
+        device = trainer.strategy.root_device
+        calibrated.update(calibrate(model, datamodule, cfg.test.tta, device, results))
     summary = {
         "checkpoint": str(ckpt_path),
         "split": cfg.split,
         "data": datamodule.describe(),
         "num_images": results.num_images,
         "tta": cfg.test.tta,
-        "metrics": {k: float(metrics[f"test/{k}"]) for k in ("acc", "acc_top5", "loss")},
+        "metrics": {k: float(metrics[f"test/{k}"]) for k in METRICS},
+        "calibration": calibrated,
         "per_class": results.per_class(),
         "classes": results.class_names,
         "confusion_matrix": results.confusion.tolist(),

@@ -100,9 +100,15 @@ def load_image(path: str | Path, resize: str = "crop") -> np.ndarray:
 
 
 def classify(
-    model: ImageClassifier, images: np.ndarray, topk: int, device: torch.device, batch_size: int
+    model: ImageClassifier,
+    images: np.ndarray,
+    topk: int,
+    device: torch.device,
+    batch_size: int,
+    temperature: float = 1.0,
 ) -> list[list[tuple[str, float]]]:
-    """Top-k (class, probability) for each (32, 32, 3) uint8 image, normalized as in training."""
+    """Top-k (class, probability) for each (32, 32, 3) uint8 image, normalized as in training;
+    probabilities of ``logits / temperature`` (evaluate calibrate=true fits one)."""
     class_names, topk = model.hparams.class_names, min(topk, len(model.hparams.class_names))
     normalize = Normalize(model.hparams.mean, model.hparams.std)
     model = model.to(device).eval()
@@ -110,7 +116,8 @@ def classify(
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             chunk = torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2)
-            probs = model(normalize(chunk.to(device))).float().softmax(dim=1)
+            logits = model(normalize(chunk.to(device))).float() / temperature
+            probs = logits.softmax(dim=1)
             values, indices = probs.topk(topk, dim=1)
             for v, i in zip(values.cpu().tolist(), indices.cpu().tolist(), strict=True):
                 tops.append([(class_names[j], p) for j, p in zip(i, v, strict=True)])
@@ -135,6 +142,11 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     topk = int(cfg.get("topk", 3))
     if topk < 1:
         raise ConfigError(f"topk={cfg.topk} must be at least 1.", fix="e.g. topk=3")
+    if not float(cfg.get("temperature", 1.0)) > 0:
+        raise ConfigError(
+            f"temperature={cfg.temperature} must be positive.",
+            fix="use the one evaluate calibrate=true fitted (eval.json), or 1",
+        )
     device = pick_device(str(cfg.get("device", "auto")))
     model, _ = load_classifier(tested_checkpoint(str(cfg.ckpt_path)))
     predictions = find_images(inputs)
@@ -149,7 +161,8 @@ def predict(cfg: DictConfig) -> list[Prediction]:
             p.error = f"cannot convert this image to RGB ({e})"
     if readable := [p for p in predictions if p.error is None]:
         batch = np.stack([p.image for p in readable])
-        tops = classify(model, batch, topk, device, cfg.get("batch_size", 256))
+        batch_size, temperature = cfg.get("batch_size", 256), float(cfg.get("temperature", 1.0))
+        tops = classify(model, batch, topk, device, batch_size, temperature)
         for p, top in zip(readable, tops, strict=True):
             p.top = top
     return predictions

@@ -75,6 +75,7 @@ class Run:
     resume: str | None = None
     ckpt_path: str | None = None
     split: str = one_of("test", "test", "val")  # evaluate's
+    calibrate: bool = False  # evaluate's
 
 
 @dataclass

@@ -13,10 +13,11 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from hydra.utils import get_object, instantiate
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 from cifar_lightning.data.datamodule import CIFAR10_MEAN, CIFAR10_STD
 from cifar_lightning.data.sources import CIFAR10_CLASSES
@@ -56,7 +57,7 @@ def make_scheduler(
 
 class ImageClassifier(L.LightningModule):
     """Logs ``train/{loss,lr}`` (on the steps the loggers write), ``train/{loss_epoch,acc}``,
-    ``val/{loss,acc,acc_best}`` and ``test/{loss,acc,acc_top5}``; subclasses
+    ``val/{loss,acc,acc_best}`` and ``test/{loss,acc,acc_top5,ece,mce,nll,brier}``; subclasses
     (training/architectures.py) add only what their net needs (a default ``NET``, groups)."""
 
     NET: dict[str, Any] | None = None  # the net when none is given (an architecture's own)
@@ -91,6 +92,12 @@ class ImageClassifier(L.LightningModule):
         self.val_acc = MulticlassAccuracy(top_k=1, **accuracy)
         self.test_acc = MulticlassAccuracy(top_k=1, **accuracy)
         self.test_acc_top5 = MulticlassAccuracy(top_k=min(5, num_classes), **accuracy)
+        # Can its confidence be trusted (training/calibration.py says what each measures)?
+        bins = dict(num_classes=num_classes, n_bins=15, validate_args=False)
+        self.test_ece = MulticlassCalibrationError(norm="l1", **bins)
+        self.test_mce = MulticlassCalibrationError(norm="max", **bins)
+        self.test_nll = MeanMetric(nan_strategy="disable")
+        self.test_brier = MeanMetric(nan_strategy="disable")
         self.val_acc_best = MaxMetric()
         # In checkpoints: a run resumed mid-epoch reports the epoch as one never interrupted.
         for metric in (self.train_loss, self.train_acc, self.val_acc_best):
@@ -170,6 +177,13 @@ class ImageClassifier(L.LightningModule):
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True, prog_bar=True)
         self.log("test/acc_top5", self.test_acc_top5, on_step=False, on_epoch=True)
+        probs = logits.float().softmax(dim=1)
+        self.test_ece(probs, y)
+        self.test_mce(probs, y)
+        self.test_nll(F.cross_entropy(logits.float(), y, reduction="none"))
+        self.test_brier(((probs - F.one_hot(y, probs.shape[1])) ** 2).sum(dim=1))
+        for name in ("ece", "mce", "nll", "brier"):
+            self.log(f"test/{name}", getattr(self, f"test_{name}"), on_step=False, on_epoch=True)
         return logits
 
     def param_groups(self) -> Any:

@@ -1,6 +1,7 @@
-"""What a pass over a labelled split tells beyond accuracy: the confusion matrix and seeded
-samples of images (all, and the mistakes). Reservoir sampling keeps each sample uniform over
-the split in one pass and fixed memory, so a class-sorted test set still shows every class."""
+"""What a pass over a labelled split tells beyond accuracy: the confusion matrix, every logit
+(for calibration) and seeded samples of images (all, and the mistakes). Reservoir sampling
+keeps each sample uniform over the split in one pass and fixed memory, so a class-sorted test
+set still shows every class."""
 
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ class Results:
     class_names: list[str]
     sample: Examples
     mistakes: Examples
+    # Every image's logits and label (N x K floats: 0.4 MB for CIFAR-10's test set), for
+    # calibration and a temperature fitted afterwards.
+    logits: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))
+    targets: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
     @property
     def num_images(self) -> int:
@@ -134,6 +139,8 @@ class PredictionCollector:
         rngs = [np.random.default_rng([self.seed, i]) for i in (0, 1)]
         self._sample = _Reservoir(self.sample_size, rngs[0], decode)
         self._mistakes = _Reservoir(self.mistakes_size, rngs[1], decode)
+        self._logits: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
 
     @torch.no_grad()
     def update(self, images: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
@@ -143,6 +150,8 @@ class PredictionCollector:
         confidence, preds = logits.softmax(dim=1).max(dim=1)
         self.confusion.update(preds, targets)
         labels = [v.cpu().numpy() for v in (targets, preds, confidence)]
+        self._logits.append(logits.cpu())
+        self._targets.append(targets.cpu())
         self._sample.offer_batch(np.arange(len(targets)), images, labels)
         self._mistakes.offer_batch(np.flatnonzero(labels[0] != labels[1]), images, labels)
 
@@ -152,4 +161,6 @@ class PredictionCollector:
             class_names=self.class_names,
             sample=self._sample.examples(order_by_class=False),
             mistakes=self._mistakes.examples(order_by_class=True),
+            logits=torch.cat(self._logits) if self._logits else torch.zeros(0, 0),
+            targets=torch.cat(self._targets) if self._targets else torch.zeros(0).long(),
         )

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from matplotlib.figure import Figure
 
 from cifar_lightning.training import figures
+from cifar_lightning.training.calibration import calibration, reliability_bins, reliability_figure
 from cifar_lightning.training.predictions import PredictionCollector, Results
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,10 @@ class TrainingCurves(Callback):
 
 
 class EvaluationFigures(Callback):
-    """After testing: ``confusion_matrix.png``, ``predictions.png`` (green/red grid) and
-    ``misclassified.png`` in ``dirpath``, the same under ``test/`` in TensorBoard with
-    ``test/acc_class/<class>``; the numbers in :attr:`results`. Every ``val_every_n_epochs``
+    """After testing: ``confusion_matrix.png``, ``predictions.png`` (green/red grid),
+    ``misclassified.png`` and ``calibration.png`` (the reliability diagram) in ``dirpath``, the
+    same under ``test/`` in TensorBoard with ``test/acc_class/<class>``; the numbers in
+    :attr:`results`. Every ``val_every_n_epochs``
     (> 0) epochs the validation confusion matrix goes to TensorBoard, to watch classes separate.
     """
 
@@ -153,6 +155,11 @@ class EvaluationFigures(Callback):
             pictures["misclassified"] = figures.misclassified_figure(
                 m.images, m.targets, m.preds, m.confidences, names, title
             )
+        if len(results.targets):
+            scores = calibration(results.logits, results.targets)
+            title = f"Reliability, {split}: ECE {scores['ece']:.2%}"
+            bins = reliability_bins(results.logits, results.targets)
+            pictures["calibration"] = reliability_figure(bins, scores, title)
         files = {}
         for name, fig in pictures.items():
             path, tag = self.dirpath / f"{name}.png", f"test/{name}"
