@@ -27,6 +27,7 @@ from cifar_lightning.data.imagefolder import IMAGE_SUFFIXES
 from cifar_lightning.errors import ConfigError, exit_on_user_error
 from cifar_lightning.run.checkpoints import load_classifier, tested_checkpoint
 from cifar_lightning.run.config import CONFIG_DIR, run_hydra
+from cifar_lightning.run.export import OnnxClassifier
 from cifar_lightning.run.trainer import pick_device
 from cifar_lightning.training import figures
 from cifar_lightning.training.classifier import ImageClassifier
@@ -148,7 +149,8 @@ def predict(cfg: DictConfig) -> list[Prediction]:
             fix="use the one evaluate calibrate=true fitted (eval.json), or 1",
         )
     device = pick_device(str(cfg.get("device", "auto")))
-    model, _ = load_classifier(tested_checkpoint(str(cfg.ckpt_path)))
+    ckpt = tested_checkpoint(str(cfg.ckpt_path))
+    model = OnnxClassifier(ckpt) if ckpt.suffix == ".onnx" else load_classifier(ckpt)[0]
     predictions = find_images(inputs)
     for p in predictions:
         try:
