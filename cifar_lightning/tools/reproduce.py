@@ -77,7 +77,6 @@ class Campaign:
         self.runs_dir = Path(str(self.r.runs_dir)) / self.stamp
         self.dry = bool(cfg.dry_run)
         self.steps: dict[str, Any] = {}
-        self.rows: list[dict[str, Any]] = []
         self._runs = 0
 
     def left(self) -> float:
