@@ -118,6 +118,7 @@ class Campaign:
             results = train(cfg)
         results["command"] = " ".join(["python -m cifar_lightning.train", *argv])
         results["batch_size"] = int(cfg.data.batch_size)
+        results["max_epochs"] = int(cfg.trainer.max_epochs)
         results["model_config"] = OmegaConf.to_container(cfg.model, resolve=True)
         return results
 
@@ -190,8 +191,7 @@ def fit_to_budget(c: Campaign, experiment: str) -> dict[str, Any]:
     )  # fmt: skip
     timing = probe["timing"]
     step_s = timing["train_s"] / max(1, probe["global_step"])
-    cfg, _ = compose_for_tool([*c.overrides(f"experiment={experiment}")], "train")
-    epochs = int(cfg.trainer.max_epochs)
+    epochs = probe["max_epochs"]  # the recipe's, untouched by the probe's max_steps
     overhead = max(0.0, probe["wall_time_s"] - timing["train_s"])
     epoch_s = step_s * (probe["steps_per_epoch"] or 1) * 1.1  # + validation and epoch ends
     predicted = overhead + epochs * epoch_s

@@ -36,7 +36,8 @@ class _Segments:
         return time.perf_counter()
 
     def start(self, name: str) -> None:
-        self.open[name] = (self._mark(), compiled_graphs())
+        graphs = compiled_graphs()  # counted before the mark, as stop counts after it
+        self.open[name] = (self._mark(), graphs)
 
     def stop(self, name: str) -> None:
         if name in self.open:
