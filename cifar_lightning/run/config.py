@@ -250,13 +250,17 @@ def _foreign_group(config_name: str) -> ConfigError | None:
     return None
 
 
-def run_hydra(hydra_main: Callable[[], Any], config_name: str = "train") -> None:
+def run_hydra(
+    hydra_main: Callable[[], Any], config_name: str = "train", switches: Sequence[str] = ()
+) -> None:
     """Call a ``@hydra.main`` function; a composition error is one message and exit code 2.
 
     ``HYDRA_FULL_ERROR`` makes Hydra raise what it caught instead of printing its own report,
-    so the exception itself (its type, its key) says what went wrong.
+    so the exception itself (its type, its key) says what went wrong. ``switches``: nodes with
+    an ``enabled`` key that ``NODE=true|false`` turns on or off (``corruptions=true``).
     """
     answer_version(sys.argv[1:])
+    sys.argv[1:] = [switch_override(arg, switches) for arg in sys.argv[1:]]
     os.environ["HYDRA_FULL_ERROR"] = "1"
     _quiet_known_noise()
     with exit_on_user_error():
@@ -267,6 +271,15 @@ def run_hydra(hydra_main: Callable[[], Any], config_name: str = "train") -> None
         except (HydraException, OmegaConfBaseException) as e:
             foreign = isinstance(e, ConfigCompositionException) and _foreign_group(config_name)
             raise (foreign or config_error(e)) from None
+
+
+def switch_override(arg: str, switches: Sequence[str]) -> str:
+    """``NODE=true`` → ``NODE.enabled=true`` for a switch node; any other argument as it is.
+    Hydra would replace the whole node with the bool, and ``NODE.images=…`` then fails."""
+    key, _, value = arg.partition("=")
+    if key in switches and value.lower() in ("true", "false"):
+        return f"{key}.enabled={value.lower()}"
+    return arg
 
 
 def answer_version(argv: Sequence[str]) -> None:

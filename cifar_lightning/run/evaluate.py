@@ -7,6 +7,7 @@ draws training's final pictures, so numbers and pictures mean the same in both."
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import RichProgressBar
@@ -23,20 +25,25 @@ from rich.table import Table
 from torch.utils.data import DataLoader
 
 from cifar_lightning.atomic import atomic_write
+from cifar_lightning.data.batched_aug import Normalize
+from cifar_lightning.data.corruptions import NAMES, open_published
 from cifar_lightning.data.datamodule import ArrayDataset, eval_transform
-from cifar_lightning.errors import ConfigError, UserError, exit_on_user_error
+from cifar_lightning.errors import ConfigError, DataError, UserError, exit_on_user_error
 from cifar_lightning.run import schema
 from cifar_lightning.run.checkpoints import load_classifier, tested_checkpoint
 from cifar_lightning.run.config import CONFIG_DIR, build, run_hydra
 from cifar_lightning.run.record import discard_unused_run_dir
 from cifar_lightning.run.trainer import device_name, make_trainer
 from cifar_lightning.training.calibration import calibration, fit_temperature, reliability_bins
+from cifar_lightning.training.figures import publish
 from cifar_lightning.training.predictions import Results
+from cifar_lightning.training.robustness import corruption_figure, robustness
 from cifar_lightning.training.tta import tta_logits
 
 log = logging.getLogger(__name__)
 
 SPLITS = {"test": "test set", "val": "validation split"}
+CORRUPTIONS_FIX = "name the folder that holds the CIFAR-10-C .npy files, or drop corruptions.source"
 DATAMODULE = "cifar_lightning.data.CIFAR10DataModule"
 
 
@@ -103,6 +110,72 @@ def calibrate(model: Any, datamodule: Any, tta: str, device: Any, results: Resul
     return {"temperature": round(temperature, 4), "fitted_on": where, "after": after}
 
 
+def check_corruptions(cfg: DictConfig) -> Path | None:
+    """Refuse a corruption setting before any work: unknown names, the wrong split, a
+    CIFAR-10-C folder with files missing or misshapen. Returns that folder, if one is given."""
+    c = cfg.corruptions
+    unknown = [n for n in c.names if n not in NAMES]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), NAMES, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(
+            f"corruptions.names: {unknown[0]!r} is not a CIFAR-10-C corruption{hint}.",
+            fix="choose from " + ", ".join(NAMES),
+        )
+    if cfg.split != "test":
+        raise ConfigError(
+            "corruptions=true corrupts the test set.", fix="drop split=val (or corruptions=true)"
+        )
+    if c.source is None:
+        return None
+    source = Path(str(c.source)).expanduser()
+    if not source.is_dir():
+        raise DataError(f"corruptions.source={source} is not a folder.", fix=CORRUPTIONS_FIX)
+    open_published(source, list(c.names))
+    return source
+
+
+def corruption_robustness(model: Any, datamodule: Any, cfg: DictConfig, source: Path | None,
+                          device: torch.device) -> dict[str, Any]:  # fmt: skip
+    """The first ``corruptions.images`` test images under every corruption and severity."""
+    c, test = cfg.corruptions, datamodule.test_set
+    take = test.indices[: c.images] if c.images else test.indices
+    images = torch.from_numpy(test.images[take]).permute(0, 3, 1, 2)
+    labels = torch.from_numpy(np.asarray(test.labels)[take]).long()
+    hp, names = model.hparams, list(c.names)
+    log.info("Corruptions: %d x %d severities on %s images", len(names), len(c.severities),
+             f"{len(images):,}")  # fmt: skip
+    model.to(device).eval()
+    return robustness(
+        model, images, labels, Normalize(hp.mean, hp.std).to(device), names,
+        list(c.severities), seed=c.seed, source=source, tta=cfg.test.tta, device=device,
+        batch_size=datamodule.batch_size,
+    )  # fmt: skip
+
+
+def print_corruptions(result: dict[str, Any], console: Console) -> None:
+    severities = result["severities"]
+    table = Table(
+        title=f"Accuracy under corruption, {result['images']:,} test images ({result['source']})",
+        title_justify="left",
+    )
+    for i, name in enumerate(["corruption", *(f"s{s}" for s in severities), "mean", "drop"]):
+        table.add_column(name, justify="left" if i == 0 else "right")
+    clean = result["clean_acc"]
+    for name, row in result["acc"].items():
+        mean = result["corruption_acc"][name]
+        drop = f"{(clean - mean) / clean:.1%}" if clean else "-"
+        table.add_row(name, *(f"{a:.1%}" for a in row), f"[bold]{mean:.1%}[/]", drop)
+    console.print(table)
+    console.print(
+        f"[bold]mean corruption accuracy {result['mean_corruption_acc']:.2%}[/] "
+        f"(error {result['mean_corruption_error']:.2%}); clean {clean:.2%} on the same images; "
+        f"relative drop {result['relative_drop'] or 0:.1%}; "
+        + ", ".join(f"{k} {v:.1%}" for k, v in result["family_acc"].items())
+        + f" ({result['seconds']:.0f} s)"
+    )
+
+
 def print_summary(summary: dict[str, Any], results: Results, console: Console) -> None:
     table = Table(title=f"Per-class accuracy, {SPLITS[summary['split']]}", title_justify="left")
     columns = ("class", "images", "correct", "accuracy", "most often mistaken for")
@@ -129,6 +202,8 @@ def print_summary(summary: dict[str, Any], results: Results, console: Console) -
         line += (f"; with temperature {c['temperature']:.3f} (fitted on {c['fitted_on']}): "
                  f"ECE {a['ece']:.2%}, NLL {a['nll']:.4f}, Brier {a['brier']:.4f}")  # fmt: skip
     console.print(line)
+    if "corruptions" in summary:
+        print_corruptions(summary["corruptions"], console)
     files = ", ".join(summary["files"].values())
     console.print(f"Written to {summary['run_dir']}: eval.json, {files}")
 
@@ -143,6 +218,7 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
             "ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt",
         )
     schema.validate(cfg)
+    source = check_corruptions(cfg) if cfg.corruptions.enabled else None
     output_dir, split = Path(cfg.paths.output_dir), SPLITS[cfg.split]
     ckpt_path = tested_checkpoint(str(cfg.ckpt_path)).resolve()
     model, record = load_classifier(ckpt_path)
@@ -174,6 +250,16 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     if cfg.calibrate:
         device = trainer.strategy.root_device
         calibrated.update(calibrate(model, datamodule, cfg.test.tta, device, results))
+    extra: dict[str, Any] = {}
+    if cfg.corruptions.enabled:
+        device = trainer.strategy.root_device
+        extra["corruptions"] = corruption_robustness(model, datamodule, cfg, source, device)
+        title = f"{type(model).__name__} under CIFAR-10-C corruptions"
+        png = output_dir / "corruptions.png"
+        if trainer.is_global_zero:
+            publish(corruption_figure(extra["corruptions"], title), png, trainer.loggers,
+                    "test/corruptions")  # fmt: skip
+        pictures.files["corruptions"] = png
     summary = {
         "checkpoint": str(ckpt_path),
         "split": cfg.split,
@@ -182,6 +268,7 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         "tta": cfg.test.tta,
         "metrics": {k: float(metrics[f"test/{k}"]) for k in METRICS},
         "calibration": calibrated,
+        **extra,
         "per_class": results.per_class(),
         "classes": results.class_names,
         "confusion_matrix": results.confusion.tolist(),
@@ -212,4 +299,4 @@ def hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """``python -m cifar_lightning.evaluate`` / ``cifar-evaluate``."""
-    run_hydra(hydra_main, "evaluate")
+    run_hydra(hydra_main, "evaluate", switches=("corruptions",))

@@ -198,6 +198,21 @@ class Speed:
     compile: Any = False
 
 
+@dataclass
+class Corruptions:
+    """evaluate's corruption robustness (names are checked where they are known)."""
+
+    enabled: bool = False
+    names: list[str] = field(default_factory=list)
+    severities: list[int] = checked(
+        [1, 2, 3, 4, 5], lambda v: len(v) > 0 and all(1 <= s <= 5 for s in v),
+        "must be severities from 1 to 5", "[1,3,5]",
+    )  # fmt: skip
+    images: int | None = checked(None, at_least(1), "must be at least 1 (null: all)", "1000")
+    source: str | None = None
+    seed: int = checked(0, lambda v: 0 <= v < 2**32, "must be in [0, 2**32)", "0")
+
+
 # Where each schema applies; a node a command's config lacks is skipped.
 NODES: dict[str, type] = {
     "": Run,
@@ -210,6 +225,7 @@ NODES: dict[str, type] = {
     "timing": Timing,
     "tune": Tune,
     "speed": Speed,
+    "corruptions": Corruptions,
 }
 TYPE_NAMES = {IntegerNode: "a whole number", FloatNode: "a number", BooleanNode: "true or false"}
 TYPE_NAMES[StringNode] = "text"

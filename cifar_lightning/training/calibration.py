@@ -66,7 +66,7 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 def reliability_figure(bins: dict[str, list[Any]], scores: dict[str, float], title: str) -> Figure:
