@@ -85,6 +85,25 @@ def test_onecycle_length_comes_from_the_trainer():
     assert config["lr_scheduler"]["interval"] == "step"
 
 
+def test_onecycle_survives_a_five_step_run():
+    """torch's OneCycleLR divides by pct_start * total_steps - 1: zero for 0.2 x 5 steps."""
+    sched = {**ONECYCLE, "scheduler": {**ONECYCLE["scheduler"], "pct_start": 0.2}}
+    model = DepthwiseClassifier(scheduler=sched)
+
+    class FakeTrainer:
+        estimated_stepping_batches = 5
+
+    model.trainer = FakeTrainer()  # type: ignore[assignment]
+    config = model.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert max(lrs) > 0.09 and lrs[-1] < 1e-4  # up to max_lr, down to max_lr / 1000
+
+
 def test_label_smoothing_changes_the_loss():
     logits, y = torch.tensor([[4.0, 0.0]]), torch.tensor([0])
     net = {"_target_": "torch.nn.Identity"}

@@ -51,6 +51,11 @@ def make_scheduler(
         and "total_steps" not in make.keywords
     ):
         kwargs["total_steps"] = total_steps()
+        pct = make.keywords.get("pct_start")
+        if pct is not None and kwargs["total_steps"] >= 2:
+            # torch's OneCycleLR divides by (pct_start * total_steps - 1): zero in a 5-step run
+            # at 0.2. A warm-up of at least 1.5 steps keeps tiny runs (smoke tests) running.
+            kwargs["pct_start"] = max(float(pct), 1.5 / kwargs["total_steps"])
     interval, frequency = spec.get("interval", "epoch"), spec.get("frequency", 1)
     return {"scheduler": make(optimizer, **kwargs), "interval": interval, "frequency": frequency}
 
