@@ -29,7 +29,7 @@ def test_every_group_option_composes(make_cfg, group, option):
     extra = ["data.root=somewhere"] if (group, option) == ("data", "imagefolder") else []
     cfg = make_cfg(f"{group}={option}", *extra)
     assert cfg.seed == 42
-    assert cfg.data.source in ("cifar10", "imagefolder", "fake")
+    assert cfg.data.source in ("cifar10", "cifar100", "imagefolder", "fake")
 
 
 def test_defaults_are_the_documented_recipe(make_cfg):

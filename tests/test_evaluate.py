@@ -13,7 +13,7 @@ from cifar_lightning.run.config import compose_config
 from cifar_lightning.run.evaluate import evaluate
 from conftest import CLASSES, assert_png, run_cli, run_cli_in_process
 
-PICTURES = ("confusion_matrix", "predictions", "misclassified", "calibration")
+PICTURES = ("confusion_matrix", "class_accuracy", "predictions", "misclassified", "calibration")
 
 
 def eval_cfg(out: Path, *overrides: str):
@@ -100,10 +100,13 @@ def test_clear_errors(trained_run, tmp_path):
         evaluate(eval_cfg(tmp_path, f"ckpt_path={tmp_path / 'nope.ckpt'}"))
     with pytest.raises(ConfigError, match="split='train' must be test or val"):
         evaluate(eval_cfg(tmp_path, f"ckpt_path={results['best_checkpoint']}", "split=train"))
-    with pytest.raises(ConfigError, match="are not the model's"):
+    with pytest.raises(ConfigError, match="the data has 3 classes .*, the model 10"):
         evaluate(
             eval_cfg(tmp_path, f"ckpt_path={results['best_checkpoint']}", "data.classes=[a,b,c]")
         )
+    other = "data.classes=[a,b,c,d,e,f,g,h,i,j]"
+    with pytest.raises(ConfigError, match="are not the model's"):
+        evaluate(eval_cfg(tmp_path, f"ckpt_path={results['best_checkpoint']}", other))
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from cifar_lightning.data.imagefolder import load_imagefolder
 from cifar_lightning.data.sources import (
     CIFAR10_CLASSES,
     Splits,
-    load_torchvision_cifar10,
+    load_torchvision_cifar,
     make_fake,
 )
 from cifar_lightning.errors import ConfigError
@@ -99,7 +99,7 @@ def check_split(train_size: int, val_size: int, batch_size: int) -> None:
 
 
 class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
-    """CIFAR-10 from ``source`` (cifar10 | imagefolder | fake).
+    """CIFAR-10 (or CIFAR-100) from ``source`` (cifar10 | cifar100 | imagefolder | fake).
 
     ``setup`` splits with ``split_seed``, so the validation images depend on that seed alone,
     never on the training seed, and get the evaluation transform; ``val_size=0`` validates on
@@ -156,8 +156,9 @@ class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
         """The whole dataset as uint8 arrays, kept after the first call: prepare_data and
         setup may both ask, and reading the 180 MB twice would be waste."""
         if self._splits is None:
-            if self.source == "cifar10":
-                self._splits = load_torchvision_cifar10(self.root or "data", self.download)
+            if self.source in ("cifar10", "cifar100"):
+                root = self.root or "data"
+                self._splits = load_torchvision_cifar(self.source, root, self.download)
             elif self.source == "imagefolder":
                 self._splits = load_imagefolder(self.root, self.classes, self.cache_dir)
             else:
@@ -255,6 +256,10 @@ class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
         return self._loader(self.test_set, train=False)
 
     def describe(self) -> str:
-        where = {"cifar10": f"torchvision CIFAR-10 in {self.root}/", "fake": "synthetic data"}
+        where = {
+            "cifar10": f"torchvision CIFAR-10 in {self.root}/",
+            "cifar100": f"torchvision CIFAR-100 in {self.root}/",
+            "fake": "synthetic data",
+        }
         source = where.get(self.source, f"image folder {Path(str(self.root))}")
         return f"{source}, {self.loader} loader"

@@ -28,7 +28,10 @@ from cifar_lightning.run.config import (
 )
 from cifar_lightning.training.classifier import make_scheduler
 
-KNOWN_TRAIN_SIZES = {"cifar10": 50_000}  # known before loading: the split is checked up front
+KNOWN_TRAIN_SIZES = {
+    "cifar10": 50_000,
+    "cifar100": 50_000,
+}  # known before loading: the split is checked up front
 DEFAULTS = {"model": "depthwise", "optim": "sgd", "data": "cifar10", "aug": "crop_flip"}
 IMAGEFOLDER_FIX = (
     "add data.root=PATH (a folder with train/<class>/ and test/<class>/, or a .tar.gz of it)"

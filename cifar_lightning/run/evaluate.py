@@ -69,10 +69,16 @@ def build_datamodule(model: Any, record: dict[str, Any], cfg: DictConfig):
     data = data_config(record, cfg.get("data"))
     data["mean"], data["std"] = list(model.hparams.mean), list(model.hparams.std)
     datamodule = build(OmegaConf.create(data), "data")
-    if list(datamodule.classes) != list(model.hparams.class_names):
+    data_classes, model_classes = list(datamodule.classes), list(model.hparams.class_names)
+    if len(data_classes) != len(model_classes):
         raise ConfigError(
-            f"the data's classes {list(datamodule.classes)} are not the model's "
-            f"{list(model.hparams.class_names)}.",
+            f"the data has {len(data_classes)} classes ({datamodule.describe()}), the model "
+            f"{len(model_classes)}: it was trained on other data.",
+            fix="evaluate on the data it was trained on: drop data=…, or name that data",
+        )
+    if data_classes != model_classes:
+        raise ConfigError(
+            f"the data's classes {data_classes} are not the model's {model_classes}.",
             fix="evaluate on data with the classes the model was trained on (data.classes)",
         )
     datamodule.prepare_data()
@@ -176,12 +182,19 @@ def print_corruptions(result: dict[str, Any], console: Console) -> None:
     )
 
 
+WORST = 20  # with more classes than this, the table lists the worst (eval.json has all)
+
+
 def print_summary(summary: dict[str, Any], results: Results, console: Console) -> None:
-    table = Table(title=f"Per-class accuracy, {SPLITS[summary['split']]}", title_justify="left")
+    rows, title = results.per_class(), f"Per-class accuracy, {SPLITS[summary['split']]}"
+    if len(rows) > WORST:
+        rows = sorted(rows, key=lambda r: -1 if r["acc"] is None else r["acc"])[:WORST]
+        title += f": the {WORST} worst of {len(results.class_names)} classes (all in eval.json)"
+    table = Table(title=title, title_justify="left")
     columns = ("class", "images", "correct", "accuracy", "most often mistaken for")
     for i, name in enumerate(columns):
         table.add_column(name, justify="right" if 0 < i < 4 else "left")
-    for row in results.per_class():
+    for row in rows:
         acc, confused = row["acc"], "-"
         style = "green" if acc is not None and acc >= results.accuracy else "red"
         if row["most_confused_with"]:

@@ -82,7 +82,7 @@ class Run:
 class Data:
     """``data.*``: cifar_lightning/data/datamodule.py."""
 
-    source: str = one_of("cifar10", "cifar10", "imagefolder", "fake")
+    source: str = one_of("cifar10", "cifar10", "cifar100", "imagefolder", "fake")
     root: str | None = None
     classes: list[str] = field(default_factory=list)
     val_size: int = checked(5000, at_least(0), "must be 0 (validate on test) or more", "5000")

@@ -73,19 +73,57 @@ def confusion_matrix_figure(
     k = len(class_names)
     rows = matrix.sum(axis=1, keepdims=True)
     share = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
-    side = max(5.0, 0.55 * k + 2.5)
+    side = min(max(5.0, 0.55 * k + 2.5), 16.0)  # 100 classes: a pattern, not numbers
     fig = new_figure(side + 1.0, side)
     ax = fig.add_subplot()
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(k), class_names)
+    ticks = 10 if k <= 20 else 5
+    ax.set_xticks(range(k), class_names, rotation=45 if k <= 20 else 90, ha="right", fontsize=ticks)
+    ax.set_yticks(range(k), class_names, fontsize=ticks)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     if k <= 20:  # beyond that the numbers no longer fit their cells
         size = 9 if k <= 10 else 6
         for (i, j), count in np.ndenumerate(matrix):
             color = "white" if share[i, j] > 0.5 else "black"
             ax.text(j, i, str(count), ha="center", va="center", fontsize=size, color=color)
+    return fig
+
+
+def group_confusion(
+    matrix: np.ndarray, class_names: Sequence[str], groups: Mapping[str, Sequence[str]]
+) -> np.ndarray:
+    """``matrix`` summed into ``groups`` (name → its classes), rows and columns in their order."""
+    index = {name: i for i, name in enumerate(class_names)}
+    member = np.zeros((len(class_names), len(groups)), dtype=np.int64)
+    for g, names in enumerate(groups.values()):
+        member[[index[n] for n in names], g] = 1
+    return member.T @ np.asarray(matrix, dtype=np.int64) @ member
+
+
+def class_accuracy_figure(
+    rows: Sequence[Mapping], overall: float, title: str, most: int = 20
+) -> Figure:
+    """Accuracy per class as bars, worst at the top, each with what it is most often mistaken
+    for; beyond ``most`` classes only the ``most`` worst, so 100 classes stay readable."""
+    scored = sorted((r for r in rows if r["acc"] is not None), key=lambda r: r["acc"])[:most]
+    fig = new_figure(9.0, 1.2 + 0.32 * max(len(scored), 1))
+    ax = fig.add_subplot()
+    y = np.arange(len(scored))[::-1]
+    accs = [r["acc"] for r in scored]
+    colors = [RIGHT if a >= overall else WRONG for a in accs]
+    ax.barh(y, accs, color=colors, height=0.7)
+    ax.set_yticks(y, [r["class"] for r in scored], fontsize=9)
+    ax.axvline(overall, color="black", lw=1, ls="--", label=f"all classes {overall:.1%}")
+    for yi, r in zip(y, scored, strict=True):
+        note = f"{r['acc']:.1%}"
+        if r.get("most_confused_with"):
+            note += f"  → {r['most_confused_with']} ({r['most_confused_share']:.0%})"
+        ax.text(r["acc"] + 0.01, yi, note, va="center", fontsize=8)
+    ax.set(xlim=(0, 1.25), xlabel="accuracy (→ the class it is most often mistaken for)")
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0", "25%", "50%", "75%", "100%"])
+    ax.set_title(title, fontsize=11)
+    ax.legend(loc="lower right", fontsize=8)
     return fig
 
 

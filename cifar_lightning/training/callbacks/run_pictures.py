@@ -15,11 +15,13 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from matplotlib.figure import Figure
 
+from cifar_lightning.data.sources import superclasses
 from cifar_lightning.training import figures
 from cifar_lightning.training.calibration import calibration, reliability_bins, reliability_figure
 from cifar_lightning.training.predictions import PredictionCollector, Results
 
 log = logging.getLogger(__name__)
+SCALARS_UP_TO = 10  # classes whose test accuracies also go to TensorBoard as scalars
 
 
 class TrainingCurves(Callback):
@@ -72,9 +74,11 @@ class TrainingCurves(Callback):
 
 
 class EvaluationFigures(Callback):
-    """After testing: ``confusion_matrix.png``, ``predictions.png`` (green/red grid),
-    ``misclassified.png`` and ``calibration.png`` (the reliability diagram) in ``dirpath``, the
-    same under ``test/`` in TensorBoard with ``test/acc_class/<class>``; the numbers in
+    """After testing: ``confusion_matrix.png`` (CIFAR-100: by superclass),
+    ``class_accuracy.png`` (bars; beyond 20 classes the 20 worst), ``predictions.png``
+    (green/red grid), ``misclassified.png`` and ``calibration.png`` (the reliability diagram)
+    in ``dirpath``, the same under ``test/`` in TensorBoard with ``test/acc_class/<class>``
+    (up to 10 classes); the numbers in
     :attr:`results`. Every ``val_every_n_epochs``
     (> 0) epochs the validation confusion matrix goes to TensorBoard, to watch classes separate.
     """
@@ -120,8 +124,7 @@ class EvaluationFigures(Callback):
             return
         results, self._pass = self._pass.compute(), None
         if trainer.is_global_zero and results.num_images:
-            title = f"Validation, epoch {trainer.current_epoch + 1}: {_score(results)}"
-            fig = figures.confusion_matrix_figure(results.confusion, results.class_names, title)
+            fig = _confusion(results, f"Validation, epoch {trainer.current_epoch + 1}")
             figures.publish(fig, None, trainer.loggers, "val/confusion_matrix", trainer.global_step)
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -133,18 +136,22 @@ class EvaluationFigures(Callback):
         self.results, self._pass = self._pass.compute(), None
         if trainer.is_global_zero and self.results.num_images:
             self.files = self.draw(self.results, trainer)
-            accs = {f"test/acc_class/{r['class']}": r["acc"] for r in self.results.per_class()}
-            per_class = {tag: acc for tag, acc in accs.items() if acc is not None}
-            for logger in trainer.loggers:
-                logger.log_metrics(per_class, step=trainer.global_step)
+            rows = self.results.per_class()
+            if len(rows) <= SCALARS_UP_TO:  # beyond, one chart each would bury the dashboard
+                accs = {f"test/acc_class/{r['class']}": r["acc"] for r in rows}
+                per_class = {tag: acc for tag, acc in accs.items() if acc is not None}
+                for logger in trainer.loggers:
+                    logger.log_metrics(per_class, step=trainer.global_step)
 
     def draw(self, results: Results, trainer: L.Trainer) -> dict[str, Path]:
         """The PNGs into ``dirpath`` and the same images into TensorBoard."""
         names, split, s, m = results.class_names, self.split_name, results.sample, results.mistakes
-        title = f"Confusion matrix, {split}: {_score(results)}"
-        pictures = {
-            "confusion_matrix": figures.confusion_matrix_figure(results.confusion, names, title)
-        }
+        pictures = {"confusion_matrix": _confusion(results, f"Confusion matrix, {split}")}
+        k = len(names)
+        title = f"Accuracy per class, {split}" + (f": the 20 worst of {k}" if k > 20 else "")
+        pictures["class_accuracy"] = figures.class_accuracy_figure(
+            results.per_class(), results.accuracy, title
+        )
         title = f"{len(s)} random images of the {split}: green = right, red = wrong"
         pictures["predictions"] = figures.prediction_grid_figure(
             s.images, s.targets, s.preds, names, title
@@ -166,6 +173,16 @@ class EvaluationFigures(Callback):
             files[name] = figures.publish(fig, path, trainer.loggers, tag, trainer.global_step)
         log.info("Pictures of the %s: %s", self.split_name, ", ".join(map(str, files.values())))
         return files
+
+
+def _confusion(results: Results, title: str) -> Figure:
+    """The confusion matrix; with CIFAR-100's classes, summed into its 20 superclasses."""
+    names, matrix = results.class_names, results.confusion
+    groups = superclasses(names) if len(names) > 20 else None
+    if groups:
+        matrix, names = figures.group_confusion(matrix, names, groups), list(groups)
+        title += " (by superclass)"
+    return figures.confusion_matrix_figure(matrix, names, f"{title}: {_score(results)}")
 
 
 def _score(results: Results) -> str:
