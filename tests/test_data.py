@@ -114,7 +114,7 @@ def test_workers_load_the_same_batches_as_the_main_process():
         ("data.num_workers=-2", "data.num_workers=-2 must be 0 or more (or null)"),
         ("data.source=mnist", "data.source='mnist' must be one of cifar10, cifar100, imagefolder, fake"),
         ("data.std=[0.5,0.0,0.5]", "data.std=[0.5, 0.0, 0.5] needs three values, each > 0"),
-        ("data.loader=gpu", "data.loader='gpu' must be classic or device"),
+        ("data.loader=gpu", "data.loader='gpu' must be one of auto, classic, device"),
     ],
 )
 def test_bad_data_values_are_config_errors(make_cfg, override, message):

@@ -238,6 +238,134 @@ class Cutout(_Op):
         return PerImage(T.Compose([erase] * self.holes), tensor_only=True)
 
 
+class CoarseDropout(_Op):
+    """albumentations' ``CoarseDropout`` per image, with probability ``p``: ``holes`` (a
+    [min, max] count) rectangles of ``height`` × ``width`` pixels (each a [min, max] range,
+    drawn per hole), wholly inside, filled with ``fill``."""
+
+    _shown = ("holes", "height", "width", "p")
+
+    def __init__(
+        self,
+        holes: Sequence[int] = (1, 1),
+        height: Sequence[int] = (8, 8),
+        width: Sequence[int] = (8, 8),
+        fill: Fill = 0.0,
+        p: float = 0.5,
+    ) -> None:
+        for what, (low, high) in (("holes", holes), ("height", height), ("width", width)):
+            if not 1 <= low <= high:
+                raise ConfigError(f"batched CoarseDropout {what}={list((low, high))} must be "
+                                  "[min, max] with 1 <= min <= max.")  # fmt: skip
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"batched CoarseDropout p={p} must be in [0, 1].")
+        self.holes, self.height, self.width = tuple(holes), tuple(height), tuple(width)
+        self.p, self.fill = p, _Fill(fill, "batched CoarseDropout")
+
+    def sample(self, n: int, g: torch.Generator, device, size: tuple[int, int]) -> dict:
+        (h, w), most = size, self.holes[1]
+        if self.height[1] > h or self.width[1] > w:
+            raise ValueError(f"holes up to {self.height[1]}x{self.width[1]} do not fit {h}x{w}")
+        hh = torch.randint(
+            self.height[0], self.height[1] + 1, (n, most), generator=g, device=device
+        )
+        ww = torch.randint(self.width[0], self.width[1] + 1, (n, most), generator=g, device=device)
+        top = (torch.rand(n, most, generator=g, device=device) * (h - hh + 1)).floor().long()
+        left = (torch.rand(n, most, generator=g, device=device) * (w - ww + 1)).floor().long()
+        count = _uniform_ints(self.holes[0], most, n, g, device)
+        return {
+            "apply": torch.rand(n, generator=g, device=device) < self.p,
+            "count": count, "top": top, "left": left, "height": hh, "width": ww,
+        }  # fmt: skip
+
+    def cut(self, images: torch.Tensor, p: dict) -> torch.Tensor:
+        (n, _, h, w), dev = images.shape, images.device
+        rows = torch.arange(h, device=dev).view(1, h, 1)
+        cols = torch.arange(w, device=dev).view(1, 1, w)
+        hole = torch.zeros(n, h, w, dtype=torch.bool, device=dev)
+        for k in range(p["top"].shape[1]):  # a loop over holes, never over images
+            top, left = p["top"][:, k].view(n, 1, 1), p["left"][:, k].view(n, 1, 1)
+            bottom, right = (
+                top + p["height"][:, k].view(n, 1, 1),
+                left + p["width"][:, k].view(n, 1, 1),
+            )
+            inside = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
+            hole |= inside & (k < p["count"]).view(n, 1, 1)
+        hole &= p["apply"].view(n, 1, 1)
+        return torch.where(hole.unsqueeze(1), self.fill.like(images), images)
+
+    def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return self.cut(images, self.sample(images.shape[0], g, images.device, images.shape[-2:]))
+
+    def per_image(self, size: int) -> PerImage:
+        import albumentations as A
+
+        from cifar_lightning.data.batched_affine import OnNumpy
+
+        op = A.CoarseDropout(
+            num_holes_range=self.holes, hole_height_range=self.height,
+            hole_width_range=self.width, fill=self.fill.pil(), p=self.p,
+        )  # fmt: skip
+        return PerImage(OnNumpy(op))
+
+
+class OneOf(_Op):
+    """With probability ``p`` one of ``ops``, chosen per image with chances in proportion to
+    ``weights`` (albumentations' ``OneOf``: its transforms' ``p``), applied for sure; every op
+    runs on the whole batch and each image keeps its own op's result (no host sync)."""
+
+    _shown = ("ops", "p")
+
+    def __init__(self, ops: Sequence, p: float = 0.5, weights: Sequence[float] | None = None):
+        if not ops:
+            raise ConfigError("batched OneOf needs at least one op.")
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"batched OneOf p={p} must be in [0, 1].")
+        self.ops, self.p = list(ops), p
+        weights = [1.0] * len(ops) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(ops) or min(weights) < 0 or sum(weights) <= 0:
+            raise ConfigError(f"batched OneOf weights={weights}: one per op, not all 0.")
+        self.weights = [w / sum(weights) for w in weights]
+
+    def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        n, dev = images.shape[0], images.device
+        apply = torch.rand(n, generator=g, device=dev) < self.p
+        weights = torch.tensor(self.weights, device=dev)
+        choice = torch.multinomial(weights.expand(n, -1), 1, generator=g).view(n)
+        out = images
+        for k, op in enumerate(self.ops):
+            forced = _forced(op)
+            mine = (apply & (choice == k)).view(n, 1, 1, 1)
+            out = torch.where(mine, forced(images, g), out)
+        return out
+
+    def per_image(self, size: int) -> PerImage:
+        import albumentations as A
+
+        from cifar_lightning.data.batched_affine import OnNumpy
+
+        # Each inner op's counterpart is an albumentations op on numpy; OneOf weighs by p.
+        transforms = [op.per_image(size).transform.transform for op in self.ops]
+        for t, w in zip(transforms, self.weights, strict=True):
+            t.p = w
+        return PerImage(OnNumpy(A.OneOf(transforms, p=self.p)))
+
+
+def _forced(op):
+    """``op`` applied to every image whatever its own ``p`` (as OneOf calls its choice)."""
+    if not hasattr(op, "p"):
+        return op
+
+    def always(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        saved, op.p = op.p, 1.0
+        try:
+            return op(images, g)
+        finally:
+            op.p = saved
+
+    return always
+
+
 class AlternatingFlip(_Op):
     """Half the images (drawn once from ``seed``) start mirrored; each flips every epoch, so
     any two consecutive epochs see both orientations, which random flips give only half the

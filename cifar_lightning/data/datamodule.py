@@ -6,6 +6,7 @@ the same in every recipe; normalization, from ``data.mean``/``data.std``, always
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -51,6 +52,9 @@ def train_transform(
 def eval_transform(mean: Sequence[float], std: Sequence[float]) -> v2.Transform:
     """Validation and test never see augmentation: only the normalization."""
     return normalize(mean, std)
+
+
+log = logging.getLogger(__name__)
 
 
 class ArrayDataset(Dataset):
@@ -128,7 +132,7 @@ class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
         fake_train_size: int = 2000,
         fake_test_size: int = 500,
         aug: Transform | None = None,
-        loader: str = "classic",
+        loader: str = "auto",
         batched_aug: Compose | None = None,
         shuffle_seed: int = 0,
         drop_last: bool | None = None,
@@ -209,7 +213,7 @@ class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
     def _loader(self, dataset: ArrayDataset | None, train: bool) -> DataLoader | DeviceLoader:
         if dataset is None:
             raise RuntimeError("call setup() before asking for a dataloader")
-        if self.loader == "device":
+        if self.resolved_loader == "device":
             return self._device_loader(dataset, train)
         common = {
             "batch_size": self.batch_size,
@@ -222,6 +226,27 @@ class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
             return DataLoader(dataset, shuffle=False, **common)
         drop_last = self.drop_last is None or self.drop_last  # ragged batches skew BatchNorm
         return resumable_loader(dataset, seed=self.shuffle_seed, drop_last=drop_last, **common)
+
+    @property
+    def resolved_loader(self) -> str:
+        """``loader``, with ``auto`` decided: the device loader when training on a GPU with an
+        augmentation that has a batched form (or none at all), else the classic one."""
+        if self.loader != "auto":
+            return self.loader
+        trainer = self.trainer
+        on_gpu = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        choice = (
+            "device" if on_gpu and (self.aug is None or self.batched_aug is not None) else "classic"
+        )
+        if getattr(self, "_told", None) != choice:
+            self._told = choice
+            why = (
+                "a GPU and a batched augmentation"
+                if choice == "device"
+                else ("no GPU" if not on_gpu else "the aug has no batched form")
+            )
+            log.info("data.loader=auto: the %s loader (%s)", choice, why)
+        return choice
 
     def _device_loader(self, dataset: ArrayDataset, train: bool) -> DeviceLoader:
         if train and self.aug is not None and self.batched_aug is None:
@@ -262,4 +287,4 @@ class CIFAR10DataModule(ResumableTrainLoader, L.LightningDataModule):
             "fake": "synthetic data",
         }
         source = where.get(self.source, f"image folder {Path(str(self.root))}")
-        return f"{source}, {self.loader} loader"
+        return f"{source}, {self.resolved_loader} loader"

@@ -318,12 +318,15 @@ def batched_aug_options(conf: str | Path | None = None) -> list[str]:
 
 
 def batched_augmentation(cfg: DictConfig, needed_by: str | None = None) -> Any:
-    """The run's batched augmentation when ``data.loader=device`` (or ``needed_by``, the
-    benchmark) asks for it, else None; an aug without a ``batched:`` node is refused rather
-    than silently swapped for another augmentation."""
-    if needed_by is None and cfg.data.get("loader", "classic") != "device":
+    """The run's batched augmentation when ``data.loader=device`` or ``auto`` (or
+    ``needed_by``, the benchmark) can use it, else None; for ``device`` (and the benchmark) an
+    aug without a ``batched:`` node is refused rather than silently swapped for another."""
+    loader = cfg.data.get("loader", "classic")
+    if needed_by is None and loader == "classic":
         return None
     node = cfg.aug.get("batched")
+    if node is None and needed_by is None and loader == "auto":
+        return None  # data.loader=auto then takes the classic loader
     if node is None:
         name = chosen_option("aug")
         which = f"aug={name}" if name else "the chosen aug"

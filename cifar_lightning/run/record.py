@@ -67,6 +67,8 @@ def build(
         "wall_time_s": round(time.perf_counter() - started, 2),
         "device": device_name(trainer.strategy.root_device) if trainer is not None else None,
         "precision": str(trainer.precision) if trainer is not None else None,
+        # data.loader=auto's choice: classic or device.
+        "loader": getattr(getattr(trainer, "datamodule", None), "resolved_loader", None),
         "seed": cfg.get("seed"),
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         "best_checkpoint": best if best and Path(best).is_file() else None,

@@ -99,7 +99,7 @@ class Data:
     cache_dir: str = "data/cache"
     fake_train_size: int = checked(2000, at_least(1), "must be at least 1", "2000")
     fake_test_size: int = checked(500, at_least(1), "must be at least 1", "500")
-    loader: str = one_of("classic", "classic", "device")
+    loader: str = one_of("auto", "auto", "classic", "device")
     drop_last: bool | None = None
 
 
