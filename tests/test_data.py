@@ -112,7 +112,10 @@ def test_workers_load_the_same_batches_as_the_main_process():
         ("data.batch_size=0", "data.batch_size=0 must be at least 1"),
         ("data.val_size=-1", "data.val_size=-1 must be 0 (validate on test) or more"),
         ("data.num_workers=-2", "data.num_workers=-2 must be 0 or more (or null)"),
-        ("data.source=mnist", "data.source='mnist' must be one of cifar10, cifar100, imagefolder, fake"),
+        (
+            "data.source=mnist",
+            "data.source='mnist' must be one of cifar10, cifar100, imagefolder, fake",
+        ),
         ("data.std=[0.5,0.0,0.5]", "data.std=[0.5, 0.0, 0.5] needs three values, each > 0"),
         ("data.loader=gpu", "data.loader='gpu' must be one of auto, classic, device"),
     ],

@@ -100,7 +100,7 @@ def test_clear_errors(trained_run, tmp_path):
         evaluate(eval_cfg(tmp_path, f"ckpt_path={tmp_path / 'nope.ckpt'}"))
     with pytest.raises(ConfigError, match="split='train' must be test or val"):
         evaluate(eval_cfg(tmp_path, f"ckpt_path={results['best_checkpoint']}", "split=train"))
-    with pytest.raises(ConfigError, match="the data has 3 classes .*, the model 10"):
+    with pytest.raises(ConfigError, match=r"the data has 3 classes .*, the model 10"):
         evaluate(
             eval_cfg(tmp_path, f"ckpt_path={results['best_checkpoint']}", "data.classes=[a,b,c]")
         )

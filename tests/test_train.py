@@ -175,7 +175,10 @@ BAD_VALUES = [
     ("data.val_size=100000", "data.val_size=100000 leaves no training images"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0 trains nothing"),
     ("loss.label_smoothing=1.5", "loss.label_smoothing=1.5 must be in [0, 1)"),
-    ("data.source=mnist", "data.source='mnist' must be one of cifar10, cifar100, imagefolder, fake"),
+    (
+        "data.source=mnist",
+        "data.source='mnist' must be one of cifar10, cifar100, imagefolder, fake",
+    ),
 ]
 
 
