@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
-from cifar_lightning.data.batched_aug import Fill, PerImage, _Fill, _Op
+from cifar_lightning.data.batched_aug import Fill, PerImage, _Fill, _Op, on_chosen
 from cifar_lightning.errors import ConfigError
 
 
@@ -72,12 +72,15 @@ def torchvision_inverse(
 
 def torchvision_grid(inverse: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """torchvision's sampling grid: pixel centres about the image centre, through each map,
-    normalized by half the image size (for ``align_corners=False``)."""
-    xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, w, device=inverse.device)
-    ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, h, device=inverse.device)
-    base = torch.stack(torch.broadcast_tensors(xs.view(1, w), ys.view(h, 1), xs.new_ones(1, 1)), -1)
-    theta = inverse.to(torch.float32).transpose(1, 2) / xs.new_tensor([0.5 * w, 0.5 * h])
-    return (base.view(1, h * w, 3) @ theta).view(-1, h, w, 2)
+    normalized by half the image size (for ``align_corners=False``); written as multiply-adds,
+    a (1, h·w, 3) @ (N, 3, 2) product is N tiny matmuls."""
+    xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, w, device=inverse.device).view(1, 1, w)
+    ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, h, device=inverse.device).view(1, h, 1)
+    theta = inverse.to(torch.float32) / xs.new_tensor([0.5 * w, 0.5 * h]).view(1, 2, 1)
+    t = theta.view(-1, 6, 1, 1)
+    gx = xs * t[:, 0] + ys * t[:, 1] + t[:, 2]
+    gy = xs * t[:, 3] + ys * t[:, 4] + t[:, 5]
+    return torch.stack((gx, gy), dim=-1)
 
 
 class RandomAffine(_Op):
@@ -135,21 +138,34 @@ class RandomAffine(_Op):
             self.sign * p["angle"], p["tx"], p["ty"], p["scale"], p["shear_x"], p["shear_y"]
         )
         grid = torchvision_grid(inverse, h, w)
+        if self.interpolation == "nearest":
+            return self._nearest(images, grid)
         x = _as_float(images)
         fill = self.fill.like(x)
-        if bool((fill == 0).all()):
-            out = F.grid_sample(x, grid.to(x.dtype), self.interpolation, "zeros", False)
+        if not any(self.fill.values):
+            out = F.grid_sample(x, grid.to(x.dtype), "bilinear", "zeros", False)
         else:  # torchvision's mask channel: where nothing was read, the fill
             ones = x.new_ones(n, 1, h, w)
             both = F.grid_sample(
-                torch.cat((x, ones), 1), grid.to(x.dtype), self.interpolation, "zeros", False
+                torch.cat((x, ones), 1), grid.to(x.dtype), "bilinear", "zeros", False
             )
             out, mask = both[:, :c], both[:, c:]
-            if self.interpolation == "nearest":
-                out = torch.where(mask < 0.5, fill, out)
-            else:
-                out = (out - fill) * mask + fill
+            out = (out - fill) * mask + fill
         return _back(out, images)
+
+    def _nearest(self, images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """``grid_sample(mode="nearest", align_corners=False)`` as one gather of the image's
+        own values (no float copy): the same source pixel (rounded half to even), the fill
+        where it falls outside."""
+        n, c, h, w = images.shape
+        ix = torch.round(((grid[..., 0] + 1) * w - 1) / 2)
+        iy = torch.round(((grid[..., 1] + 1) * h - 1) / 2)
+        inside = (ix >= 0) & (ix <= w - 1) & (iy >= 0) & (iy <= h - 1)
+        flat = (iy.clamp(0, h - 1) * w + ix.clamp(0, w - 1)).long()
+        flat = torch.where(inside, flat, h * w).view(n, 1, h * w).expand(n, c, h * w)
+        fill = self.fill.like(images).view(1, c, 1).expand(n, c, 1)
+        source = torch.cat((images.reshape(n, c, h * w), fill), dim=2)
+        return source.gather(2, flat).view(n, c, h, w)
 
     def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         params = self.sample(images.shape[0], g, images.device, tuple(images.shape[-2:]))
@@ -237,22 +253,12 @@ class AlbumentationsAffine(_Op):
         m[:, 0, 2] = cx + p["tx"] - (m[:, 0, 0] * cx + m[:, 0, 1] * cy)
         m[:, 1, 2] = cy + p["ty"] - (m[:, 1, 0] * cx + m[:, 1, 1] * cy)
         m[:, 2, 2] = 1
-        back = torch.linalg.inv(m)
-        ys, xs = torch.meshgrid(
-            torch.arange(h, device=dev, dtype=torch.float64),
-            torch.arange(w, device=dev, dtype=torch.float64),
-            indexing="ij",
-        )
-        src_x = (
-            back[:, 0, 0, None, None] * xs
-            + back[:, 0, 1, None, None] * ys
-            + back[:, 0, 2, None, None]
-        )
-        src_y = (
-            back[:, 1, 0, None, None] * xs
-            + back[:, 1, 1, None, None] * ys
-            + back[:, 1, 2, None, None]
-        )
+        back = torch.linalg.inv(m).to(torch.float32)
+        ys = torch.arange(h, device=dev, dtype=torch.float32).view(1, h, 1)
+        xs = torch.arange(w, device=dev, dtype=torch.float32).view(1, 1, w)
+        row = [back[:, k, :].view(n, 3, 1, 1) for k in (0, 1)]
+        src_x = row[0][:, 0] * xs + row[0][:, 1] * ys + row[0][:, 2]
+        src_y = row[1][:, 0] * xs + row[1][:, 1] * ys + row[1][:, 2]
         grid = torch.stack((src_x / (w - 1), src_y / (h - 1)), -1) * 2 - 1
         x = _as_float(images)
         if self.border == "reflect101":
@@ -267,12 +273,11 @@ class AlbumentationsAffine(_Op):
                 align_corners=True,
             )
             out = (both[:, :c] - fill) * both[:, c:] + fill
-        out = torch.where(p["apply"].view(n, 1, 1, 1), out, x)
         return _back(out, images)
 
     def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         params = self.sample(images.shape[0], g, images.device, tuple(images.shape[-2:]))
-        return self.warp(images, params)
+        return on_chosen(images, params["apply"], self.warp, params)
 
     def per_image(self, size: int) -> PerImage:
         import albumentations as A

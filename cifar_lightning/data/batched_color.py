@@ -16,7 +16,7 @@ from torchvision import transforms as T
 from torchvision.transforms.v2 import functional as TF
 
 from cifar_lightning.data.batched_affine import OnNumpy, _span, _uniform
-from cifar_lightning.data.batched_aug import PerImage, _Op
+from cifar_lightning.data.batched_aug import PerImage, _Op, on_chosen
 from cifar_lightning.errors import ConfigError
 
 LUMA = (0.2989, 0.587, 0.114)  # torchvision's grey
@@ -75,26 +75,28 @@ class ColorJitter(_Op):
         return p
 
     def apply(self, images: torch.Tensor, p: dict) -> torch.Tensor:
+        """Four steps; in each, every image takes its own op. Brightness, contrast and
+        saturation are all ``x * f + target * (1 - f)`` (target 0, the grey mean, the grey),
+        so a step is one blend with per-image ``f`` and target, not three ops and a choice."""
         x, bound = _unit(images)
         integer = not images.is_floating_point()
         n = x.shape[0]
+        one = x.new_ones(n)
+        factors = [one if p[k] is None else p[k] for k in ("brightness", "contrast", "saturation")]
         for step in range(4):
-            which = p["order"][:, step].view(n, 1, 1, 1)
-            for k, name in enumerate(("brightness", "contrast", "saturation", "hue")):
-                factor = p[name]
-                if factor is None:
-                    continue
-                f = factor.view(n, 1, 1, 1)
-                if name == "brightness":
-                    changed = _store(x * f, images, bound)
-                elif name == "contrast":
-                    mean = _grey(x, integer).mean(dim=(1, 2, 3), keepdim=True)
-                    changed = _store(x * f + mean * (1 - f), images, bound)
-                elif name == "saturation":
-                    changed = _store(x * f + _grey(x, integer) * (1 - f), images, bound)
-                else:
-                    changed = self._hue(x, factor, images.dtype)
-                x = torch.where(which == k, changed, x)
+            which = p["order"][:, step]
+            if p["hue"] is not None:
+                hued = self._hue(x, p["hue"], images.dtype)
+                x = torch.where((which == 3).view(n, 1, 1, 1), hued, x)
+            f = torch.where(which == 0, factors[0], torch.where(which == 1, factors[1],
+                            torch.where(which == 2, factors[2], one))).view(n, 1, 1, 1)  # fmt: skip
+            grey = _grey(x, integer)
+            target = torch.where((which == 1).view(n, 1, 1, 1), grey.mean(dim=(2, 3), keepdim=True),
+                                 torch.where((which == 2).view(n, 1, 1, 1), grey, 0.0))  # fmt: skip
+            # An image whose slot this step is a skipped op has f = 1 and target 0: unchanged.
+            x = x.mul(f).add_(target.mul(1 - f)).clamp_(0, bound)
+            if integer:
+                x = x.floor_()
         return x if images.is_floating_point() else x.to(images.dtype)
 
     @staticmethod
@@ -116,7 +118,7 @@ class ColorJitter(_Op):
 
     def per_image(self, size: int) -> PerImage:
         ranges = (self.brightness, self.contrast, self.saturation, self.hue)
-        return PerImage(T.ColorJitter(*(list(r) if r else None for r in ranges)))
+        return PerImage(T.ColorJitter(*(list(r) if r else 0 for r in ranges)))
 
 
 class BrightnessContrast(_Op):
@@ -148,11 +150,11 @@ class BrightnessContrast(_Op):
         n = x.shape[0]
         out = x * p["alpha"].view(n, 1, 1, 1) + p["beta"].view(n, 1, 1, 1) * bound
         out = _store(out, images, bound)
-        out = torch.where(p["apply"].view(n, 1, 1, 1), out, x)
         return out if images.is_floating_point() else out.to(images.dtype)
 
     def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return self.apply(images, self.sample(images.shape[0], g, images.device))
+        params = self.sample(images.shape[0], g, images.device)
+        return on_chosen(images, params["apply"], self.apply, params)
 
     def per_image(self, size: int) -> PerImage:
         import albumentations as A
@@ -202,11 +204,11 @@ class HueSaturationValue(_Op):
         out = hsv8_to_rgb(hue, sat, val).round() * (bound / 255)
         if images.is_floating_point():
             out = out.clamp(0, 1)
-        out = torch.where(p["apply"].view(n, 1, 1, 1), out, x)
         return out if images.is_floating_point() else out.to(images.dtype)
 
     def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return self.apply(images, self.sample(images.shape[0], g, images.device))
+        params = self.sample(images.shape[0], g, images.device)
+        return on_chosen(images, params["apply"], self.apply, params)
 
     def per_image(self, size: int) -> PerImage:
         import albumentations as A
@@ -233,17 +235,15 @@ def rgb_to_hsv8(rgb: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 def hsv8_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """OpenCV's ``COLOR_HSV2RGB`` for 8-bit images, before its rounding: (N, 3, H, W) floats."""
-    s, v = s / 255, v
-    sector = h * 2 / 60
-    i = torch.floor(sector).remainder(6)
-    f = sector - torch.floor(sector)
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    table = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
-    out = torch.zeros(h.shape[0], 3, *h.shape[1:], dtype=v.dtype, device=v.device)
-    for k, channels in enumerate(table):
-        out = torch.where((i == k).unsqueeze(1), torch.stack(channels, 1), out)
-    return out
+    """OpenCV's ``COLOR_HSV2RGB`` for 8-bit images, before its rounding: (N, 3, H, W) floats.
+    Per channel ``v - v s clamp(min(k, 4 - k), 0, 1)``, ``k = (m + hue / 60) mod 6`` with
+    ``m`` = 5, 3, 1 for red, green, blue: the six-sector table in three expressions."""
+    sector = (h * 2 / 60).unsqueeze(1)
+    m = torch.tensor([5.0, 3.0, 1.0], dtype=sector.dtype, device=sector.device).view(1, 3, 1, 1)
+    k = torch.remainder(m + sector, 6)
+    ramp = torch.minimum(k, 4 - k).clamp(0, 1)
+    v = v.unsqueeze(1)
+    return v - v * (s / 255).unsqueeze(1) * ramp
 
 
 def _probability(p: float, what: str) -> float:
