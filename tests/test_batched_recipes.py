@@ -131,6 +131,10 @@ def test_color_jitter_fixed_and_drawn():
             y = getattr(TF, f"adjust_{name}")(y, float(p[name][i]))
         theirs.append(y)
     assert mad(op.apply(x, p), torch.stack(theirs)) <= 0.01  # measured 5e-5 levels
+    brightness = ColorJitter(brightness=0.5)  # seed 001's: one op, so one multiply
+    p = brightness.sample(len(x), g, "cpu")
+    theirs = [TF.adjust_brightness(x[i], float(p["brightness"][i])) for i in range(len(x))]
+    assert torch.equal(brightness.apply(x, p), torch.stack(theirs))
     ours = op.sample(DRAWS, g, "cpu")
     tv = T.ColorJitter(0.2, 0.2, 0.2, 0.05)
     drawn = [tv.make_params([x[0]]) for _ in range(DRAWS)]

@@ -82,6 +82,11 @@ class ColorJitter(_Op):
         integer = not images.is_floating_point()
         n = x.shape[0]
         one = x.new_ones(n)
+        if all(p[k] is None for k in ("contrast", "saturation", "hue")):  # the order is moot
+            if p["brightness"] is not None:
+                x = x.mul(p["brightness"].view(n, 1, 1, 1)).clamp_(0, bound)
+                x = x.floor_() if integer else x
+            return x if images.is_floating_point() else x.to(images.dtype)
         factors = [one if p[k] is None else p[k] for k in ("brightness", "contrast", "saturation")]
         for step in range(4):
             which = p["order"][:, step]
