@@ -237,3 +237,12 @@ def test_every_seed_aug_has_a_batched_form_and_auto_picks_the_loader(make_cfg):
     # A CPU run says which it took in metrics.json.
     results = train(make_cfg("aug=seed003", "trainer.limit_train_batches=2"))
     assert results["loader"] == "classic"
+
+
+def test_the_kornia_comparison_runs_and_ours_match_torchvision():
+    pytest.importorskip("kornia")
+    from cifar_lightning.tools.kornia_compare import compare
+
+    rows = {op: rest for op, *rest in compare(64)}
+    assert len(rows) == 3 and all(r[0] > 0 and r[1] > 0 for r in rows.values())
+    assert rows["rotation ±5°, nearest"][2] == 0 and rows["ColorJitter 0.2/0.2/0.2"][2] < 0.01
