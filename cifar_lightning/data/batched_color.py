@@ -80,6 +80,7 @@ class ColorJitter(_Op):
         so a step is one blend with per-image ``f`` and target, not three ops and a choice."""
         x, bound = _unit(images)
         integer = not images.is_floating_point()
+        x = x if integer else x.clone()  # a uint8 batch was copied to float already
         n = x.shape[0]
         one = x.new_ones(n)
         if all(p[k] is None for k in ("contrast", "saturation", "hue")):  # the order is moot
@@ -99,7 +100,7 @@ class ColorJitter(_Op):
             target = torch.where((which == 1).view(n, 1, 1, 1), grey.mean(dim=(2, 3), keepdim=True),
                                  torch.where((which == 2).view(n, 1, 1, 1), grey, 0.0))  # fmt: skip
             # An image whose slot this step is a skipped op has f = 1 and target 0: unchanged.
-            x = x.mul(f).add_(target.mul(1 - f)).clamp_(0, bound)
+            x = x.mul_(f).add_(target.mul(1 - f)).clamp_(0, bound)  # in place: one float batch
             if integer:
                 x = x.floor_()
         return x if images.is_floating_point() else x.to(images.dtype)
