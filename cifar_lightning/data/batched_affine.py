@@ -70,7 +70,7 @@ def torchvision_inverse(
     return m.view(-1, 2, 3)
 
 
-def torchvision_grid(inverse: torch.Tensor, h: int, w: int) -> torch.Tensor:
+def torchvision_grid(inverse: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
     """torchvision's sampling grid: pixel centres about the image centre, through each map,
     normalized by half the image size (for ``align_corners=False``); written as multiply-adds,
     a (1, h·w, 3) @ (N, 3, 2) product is N tiny matmuls."""
@@ -80,7 +80,7 @@ def torchvision_grid(inverse: torch.Tensor, h: int, w: int) -> torch.Tensor:
     t = theta.view(-1, 6, 1, 1)
     gx = xs * t[:, 0] + ys * t[:, 1] + t[:, 2]
     gy = xs * t[:, 3] + ys * t[:, 4] + t[:, 5]
-    return torch.stack((gx, gy), dim=-1)
+    return gx, gy
 
 
 class RandomAffine(_Op):
@@ -137,9 +137,10 @@ class RandomAffine(_Op):
         inverse = torchvision_inverse(
             self.sign * p["angle"], p["tx"], p["ty"], p["scale"], p["shear_x"], p["shear_y"]
         )
-        grid = torchvision_grid(inverse, h, w)
+        gx, gy = torchvision_grid(inverse, h, w)
         if self.interpolation == "nearest":
-            return self._nearest(images, grid)
+            return self._nearest(images, gx, gy)
+        grid = torch.stack((gx, gy), dim=-1)
         x = _as_float(images)
         fill = self.fill.like(x)
         if not any(self.fill.values):
@@ -153,13 +154,13 @@ class RandomAffine(_Op):
             out = (out - fill) * mask + fill
         return _back(out, images)
 
-    def _nearest(self, images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    def _nearest(self, images: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
         """``grid_sample(mode="nearest", align_corners=False)`` as one gather of the image's
         own values (no float copy): the same source pixel (rounded half to even), the fill
         where it falls outside."""
         n, c, h, w = images.shape
-        ix = torch.round(((grid[..., 0] + 1) * w - 1) / 2)
-        iy = torch.round(((grid[..., 1] + 1) * h - 1) / 2)
+        ix = torch.round(((gx + 1) * w - 1) / 2)
+        iy = torch.round(((gy + 1) * h - 1) / 2)
         inside = (ix >= 0) & (ix <= w - 1) & (iy >= 0) & (iy <= h - 1)
         flat = (iy.clamp(0, h - 1) * w + ix.clamp(0, w - 1)).long()
         flat = torch.where(inside, flat, h * w).view(n, 1, h * w).expand(n, c, h * w)
