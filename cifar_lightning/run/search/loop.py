@@ -95,6 +95,8 @@ class Search:
                 f"hydra.sweeper.n_trials={s.n_trials}, n_jobs={s.n_jobs}: both must be 1 or more.",
                 "e.g. hydra.sweeper.n_trials=20",
             )
+        # A key no run has, a value its config refuses: one message now, not n_trials failures.
+        self.validate([space.overrides(space.example())])
         pruner = make_pruner(s.pruner, s.pruning)
         sampler = make_sampler(s.sampler)
         storage = open_storage(s.storage, sweep_dir)
@@ -111,13 +113,10 @@ class Search:
 
         returns: list[JobReturn] = []
         next_job, remaining = self._first_job_number(sweep_dir), int(s.n_trials)
-        first = next_job
         while remaining > 0:
             batch = min(int(s.n_jobs), remaining)
             trials = [study.ask(space.distributions) for _ in range(batch)]
             overrides = [[*space.overrides(t.params), trial_override(t, name, url)] for t in trials]
-            if next_job == first:  # a key no run has fails here, once, before any trial
-                self.validate(overrides)
             done = self.launcher.launch(overrides, initial_job_idx=next_job)
             failures = [self._tell(study, t, r) for t, r in zip(trials, done, strict=True)]
             returns.extend(done)

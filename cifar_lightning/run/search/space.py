@@ -48,6 +48,17 @@ class SearchSpace:
     # How a suggested key is written back as an override (``+key`` for a new key).
     keys: dict[str, str] = field(default_factory=dict)
 
+    def example(self) -> dict[str, Any]:
+        """A value of every dimension (its low end, its first option): for checking that a
+        trial's command line composes before the study hands out any trial."""
+        values = {}
+        for key, dist in self.distributions.items():
+            if isinstance(dist, CategoricalDistribution):
+                values[key] = dist.choices[0]
+            else:
+                values[key] = dist.low
+        return values
+
     def overrides(self, params: Mapping[str, Any]) -> list[str]:
         """One trial's command line: the fixed overrides and its suggested values."""
         return [*self.fixed, *(f"{self.keys[k]}={override_value(v)}" for k, v in params.items())]

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 JOURNAL = "journal:"
 # A server that does not answer must not hang the sweep for minutes.
 CONNECT_TIMEOUT_S = 10
-DRIVERS = {"postgresql": "psycopg2-binary", "mysql": "pymysql (and mysql+pymysql://…)"}
+DRIVERS = {"postgresql": "'psycopg[binary]'", "mysql": "pymysql (and mysql+pymysql://…)"}
 
 
 def journal_path(url: str) -> Path | None:
@@ -66,7 +67,7 @@ def open_storage(url: str | None, sweep_dir: Path | None = None) -> BaseStorage:
         if (path := sqlite_path(url)) is not None:
             _ensure_folder(path, sweep_dir, url)
             fix = "check that the file is an Optuna database and can be written"
-        return RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        return RDBStorage(_with_driver(url), engine_kwargs=_engine_kwargs(url))
     except ConfigError:
         raise
     except ArgumentError as e:
@@ -75,12 +76,14 @@ def open_storage(url: str | None, sweep_dir: Path | None = None) -> BaseStorage:
             "use sqlite:///PATH, a SQLAlchemy URL such as postgresql://user:pw@host/db, or "
             "journal:PATH",
         ) from None
-    except ModuleNotFoundError as e:
+    except ImportError as e:  # Optuna wraps the driver's ModuleNotFoundError
+        missing = e if isinstance(e, ModuleNotFoundError) else e.__cause__
+        name = getattr(missing, "name", None) or "its driver"
         backend = url.split(":", 1)[0].split("+", 1)[0]
         raise ConfigError(
-            f"hydra.sweeper.storage={_shown(url)} needs the database driver {e.name!r}, which "
+            f"hydra.sweeper.storage={_shown(url)} needs the database driver {name!r}, which "
             "is not installed.",
-            f"pip install {DRIVERS.get(backend, e.name)}",
+            f"pip install {DRIVERS.get(backend, name)}",
         ) from None
     except (SQLAlchemyError, OSError, RuntimeError, ValueError) as e:
         raise ConfigError(
@@ -99,6 +102,15 @@ def _ensure_folder(path: Path, sweep_dir: Path | None, url: str) -> None:
         f"cannot reach the study's storage {_shown(url)}: the folder {folder} does not exist.",
         "check the path (to continue a search, point at the optuna.db of its sweep dir)",
     )
+
+
+def _with_driver(url: str) -> str:
+    """``postgresql://`` means psycopg2 to SQLAlchemy 2.0 and psycopg (3) to 2.1: name the
+    one we install (the ``postgres`` extra) when the URL names none."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg") is not None:
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
