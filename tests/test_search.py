@@ -15,7 +15,7 @@ import optuna
 import pytest
 import yaml
 
-from conftest import run_cli_in_process
+from conftest import assert_png, run_cli_in_process
 
 # Trials that cost seconds: fake data, no checkpoints/pictures, no test pass.
 CHEAP = [
@@ -68,6 +68,19 @@ def test_pruning_stops_clearly_worse_trials_in_a_new_nested_sweep_dir(tmp_path):
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert best["best_params"] == {"optim.lr": 0.5} and best["best_trial"] == 0
     assert best["trials"] == {"complete": 1, "pruned": 1}
+
+    # report: the pruned trial as pruned (not failed), the best trial, Optuna's history plot.
+    proc = run_cli_in_process(str(sweep_dir), cwd=tmp_path, command="report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 jobs: 1 completed, 1 pruned." in " ".join(proc.stdout.split())
+    text = (sweep_dir / "report.md").read_text()
+    assert "| completed, best trial |" in text
+    assert "| pruned by the median pruner after epoch 1 (val/acc_best=" in text
+    assert "Study 'depthwise' (maximize) in sqlite:///" in text and "1 complete, 1 pruned" in text
+    assert "Best trial: 0 (job 0), value " in text and "optim.lr=0.5" in text
+    assert "![Optimization history](search_history.png)" in text
+    assert "Parameter importances: not drawn (needs 2 completed trials" in text
+    assert_png(sweep_dir / "search_history.png")
 
 
 # --- errors: one message, exit code 2, before any trial -----------------------------------
@@ -185,3 +198,17 @@ def test_two_workers_share_one_study_on_a_real_postgresql_server(tmp_path, postg
         t.value for t in study.trials
     )
     assert all(j["status"] == "completed" for j in jobs) and len(jobs) == 2
+
+
+def test_report_plots_parameter_importances_of_a_search(tmp_path):
+    from cifar_lightning.run.search import summary
+
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda t: t.suggest_float("optim.lr", 0, 1) + t.suggest_int("x", 0, 1), 4)
+    made = summary.plots(summary.SearchSummary(study, "in memory"), tmp_path)
+    assert made == {
+        "history": tmp_path / "search_history.png",
+        "importance": tmp_path / "search_importance.png",
+    }
+    for png in made.values():
+        assert_png(png)

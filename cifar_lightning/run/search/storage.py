@@ -72,7 +72,7 @@ def open_storage(url: str | None, sweep_dir: Path | None = None) -> BaseStorage:
         raise
     except ArgumentError as e:
         raise ConfigError(
-            f"hydra.sweeper.storage={_shown(url)} is not a storage URL ({_first_line(e)}).",
+            f"hydra.sweeper.storage={shown(url)} is not a storage URL ({_first_line(e)}).",
             "use sqlite:///PATH, a SQLAlchemy URL such as postgresql://user:pw@host/db, or "
             "journal:PATH",
         ) from None
@@ -81,13 +81,13 @@ def open_storage(url: str | None, sweep_dir: Path | None = None) -> BaseStorage:
         name = getattr(missing, "name", None) or "its driver"
         backend = url.split(":", 1)[0].split("+", 1)[0]
         raise ConfigError(
-            f"hydra.sweeper.storage={_shown(url)} needs the database driver {name!r}, which "
+            f"hydra.sweeper.storage={shown(url)} needs the database driver {name!r}, which "
             "is not installed.",
             f"pip install {DRIVERS.get(backend, name)}",
         ) from None
     except (SQLAlchemyError, OSError, RuntimeError, ValueError) as e:
         raise ConfigError(
-            f"cannot reach the study's storage {_shown(url)}: {_first_line(e)}", fix
+            f"cannot reach the study's storage {shown(url)}: {_first_line(e)}", fix
         ) from None
 
 
@@ -99,7 +99,7 @@ def _ensure_folder(path: Path, sweep_dir: Path | None, url: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         return
     raise ConfigError(
-        f"cannot reach the study's storage {_shown(url)}: the folder {folder} does not exist.",
+        f"cannot reach the study's storage {shown(url)}: the folder {folder} does not exist.",
         "check the path (to continue a search, point at the optuna.db of its sweep dir)",
     )
 
@@ -122,7 +122,7 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     return {}
 
 
-def _shown(url: str) -> str:
+def shown(url: str) -> str:
     """The URL with its password hidden: messages end up in logs."""
     if url.startswith(JOURNAL):
         return url
