@@ -103,6 +103,13 @@ class Search:
         url = absolute(str(s.storage or default_url(sweep_dir)))
         name = str(s.study_name or "cifar-lightning")
         study = open_study(storage, name, goal, sampler, pruner, url)
+        earlier = len(study.get_trials(deepcopy=False))
+        if earlier and s.sampler is not None and s.sampler.get("seed") is not None:
+            # A continued study with a fresh sampler of the same seed would propose its first
+            # (random start-up) trials again: shift the seed by the trials it already has.
+            shifted = OmegaConf.merge(s.sampler, {"seed": int(s.sampler.seed) + earlier})
+            study.sampler = make_sampler(shifted)
+            log.info("The study has %d trials already: sampler seed %s.", earlier, shifted.seed)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         log.info(
             "Study %r in %s (%s, sampler %s, pruner %s): %d trials, %d at a time.",
@@ -127,7 +134,10 @@ class Search:
 
     @staticmethod
     def _first_job_number(sweep_dir: Path) -> int:
-        return 0
+        """After the jobs already in the sweep dir (hydra.sweep.dir pointed at an earlier
+        search): new trials get new directories instead of overwriting earlier ones."""
+        numbers = [int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+        return max(numbers, default=-1) + 1
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> str | None:
         """Tell the study how the job ended; returns its error when it failed."""
