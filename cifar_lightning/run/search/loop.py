@@ -111,6 +111,7 @@ class Search:
             study.sampler = make_sampler(shifted)
             log.info("The study has %d trials already: sampler seed %s.", earlier, shifted.seed)
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # as Hydra's basic sweeper does
         log.info(
             "Study %r in %s (%s, sampler %s, pruner %s): %d trials, %d at a time.",
             name, url, goal, type(sampler).__name__, s.pruner, s.n_trials, s.n_jobs,
