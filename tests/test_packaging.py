@@ -36,6 +36,9 @@ def test_wheel_carries_configs_and_composes_outside_the_repo(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "cifar_lightning/conf/train.yaml" in names
     assert "cifar_lightning/conf/model/depthwise.yaml" in names
+    # The Optuna sweeper, where Hydra looks for plugins: a namespace package other plugins share.
+    assert "hydra_plugins/cifar_lightning_optuna/sweeper.py" in names
+    assert "hydra_plugins/__init__.py" not in names
 
     site = tmp_path / "site"
     subprocess.run(

@@ -131,6 +131,8 @@ def test_optuna_search_records_failed_trials_goes_on_and_resumes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = optuna.load_study(study_name="depthwise", storage=f"sqlite:///{database}")
     assert len(study.trials) == 3
+    # The continued study's sampler does not propose its first trial again (seed shifted).
+    assert study.trials[2].params != study.trials[0].params
     earlier = {str(t.number): t.state.name for t in study.trials[:2]}
     assert earlier == {
         n: "FAIL" if j["status"] == "failed" else "COMPLETE" for n, j in jobs.items()

@@ -24,6 +24,7 @@ from cifar_lightning.run import checks, record, resume, sweeps, timing, tune
 from cifar_lightning.run.checkpoints import CheckpointRecord
 from cifar_lightning.run.config import CONFIG_DIR, batched_augmentation, build, run_hydra
 from cifar_lightning.run.distributed import check_launch
+from cifar_lightning.run.search import pruning
 from cifar_lightning.run.trainer import make_trainer
 from cifar_lightning.training.callbacks import ResumableRun, RunClock
 
@@ -37,6 +38,7 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     # checkpoint's record; the clock exists only in a timed run (first and last: see RunClock).
     run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks += [build(cfg.speed, "speed"), ResumableRun(cfg.seed), CheckpointRecord(run_config)]
+    callbacks += pruning.callbacks(cfg)  # a trial of a search that prunes reports each epoch
     if cfg.timing.enabled:
         clock = RunClock()
         callbacks = [clock, *callbacks, clock.starter]
@@ -104,8 +106,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         interrupted = isinstance(error, RunInterrupted | KeyboardInterrupt)
         if isinstance(error, RunInterrupted):
             extra["resume_with"] = resume.command(cfg)
-        extra["error"] = record.describe_error(error)
-        status = "interrupted" if interrupted else "failed"
+        if isinstance(error, pruning.Pruned):  # the search stopped it: not a failure
+            status = "pruned"
+            extra.update(epochs=error.epoch, pruned=error.problem)
+        else:
+            extra["error"] = record.describe_error(error)
+            status = "interrupted" if interrupted else "failed"
         record.write(cfg, record.build(cfg, status, started, trainer, **extra), trainer)
         raise
     metrics = {**fit_metrics, **trainer.callback_metrics}

@@ -29,6 +29,7 @@ from rich.table import Table
 
 from cifar_lightning.errors import UserError, exit_on_user_error
 from cifar_lightning.run.config import answer_version, parse_overrides
+from cifar_lightning.run.search import summary
 from cifar_lightning.training import figures
 
 SKIP_DIRS = {"tensorboard", "checkpoints", ".hydra", "__pycache__"}
@@ -55,6 +56,7 @@ class Job:
     wall_time_s: float | None = None
     seed: int | None = None
     error: str | None = None
+    best_trial: bool = False  # the best trial of the search it was part of
     curve: list[tuple[float, float]] = field(default_factory=list)
 
 
@@ -147,7 +149,8 @@ def read_job(run: Path) -> Job:
     if (run / "metrics.json").is_file():
         try:
             metrics = json.loads((run / "metrics.json").read_text())
-            job.status, job.error = str(metrics.get("status", "completed")), metrics.get("error")
+            job.status = str(metrics.get("status", "completed"))
+            job.error = metrics.get("error") or metrics.get("pruned")  # pruned: by what, when
         except (json.JSONDecodeError, OSError) as e:
             job.error = f"metrics.json is unreadable ({e})"
     values = metrics.get("metrics") or {}
@@ -214,7 +217,9 @@ def _mean_std(stat: tuple[float, float | None, int] | None, fmt) -> str:
 
 def _status(job: Job) -> str:
     if job.status == "completed" or not job.error:
-        return job.status
+        return job.status + (", best trial" if job.best_trial else "")
+    if job.status == "pruned":  # its message starts "pruned by the … pruner after epoch N"
+        return job.error
     return f"{job.status}: {job.error}"
 
 
@@ -267,7 +272,8 @@ def markdown(table: Sequence[Row], common: Sequence[str], title: str) -> str:
     lines += [
         "",
         "test acc: top-1 on the test set with the best checkpoint (by val acc); ± is the "
-        "sample standard deviation over seeds. A failed job's row says why.",
+        "sample standard deviation over seeds. A failed job's row says why; a pruned one "
+        "(stopped by the search for trailing earlier trials) when.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -361,16 +367,61 @@ def build_report(paths: Sequence[Path], out_dir: Path | None = None) -> dict[str
         rel = os.path.relpath(job.path.resolve(), base)
         job.label = job.path.name if rel == "." else rel
     common, groups = common_overrides(jobs), seed_groups(jobs)
+    search = summary.find(runs)  # the Optuna study these jobs were trials of, if any
+    if search is not None and (best := search.best()) is not None:
+        for job in jobs:
+            job.best_trial = job.path == search.jobs.get(best.number)
     table = rows(jobs, groups, common)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"markdown": out_dir / "report.md", "csv": out_dir / "report.csv"}
-    written["markdown"].write_text(markdown(table, common, f"Sweep report: {base}"))
+    text = markdown(table, common, f"Sweep report: {base}")
+    if search is not None:
+        made = summary.plots(search, out_dir)
+        written.update({f"search {k}": v for k, v in made.items() if isinstance(v, Path)})
+        text += search_markdown(search, made)
+    written["markdown"].write_text(text)
     written["csv"].write_text(csv_text(jobs, groups))
     png = curves_png(jobs, common, out_dir / "val_acc.png")
     if png is not None:
         written["curves"] = png
-    return {"jobs": jobs, "groups": groups, "rows": table, "common": common, "files": written}
+    return {
+        "jobs": jobs,
+        "groups": groups,
+        "rows": table,
+        "common": common,
+        "files": written,
+        "search": search_lines(search) if search is not None else [],
+    }
+
+
+def search_lines(search: summary.SearchSummary) -> list[str]:
+    """The study in a few sentences: where, how its trials ended, which was best."""
+    study = search.study
+    counts = ", ".join(f"{n} {state}" for state, n in search.counts().items())
+    goal = "/".join(d.name.lower() for d in study.directions)
+    lines = [f"Study {study.study_name!r} ({goal}) in {search.storage}: {counts}."]
+    best = search.best()
+    if best is None:
+        lines.append("No trial completed: there is no best trial.")
+        return lines
+    job = search.jobs.get(best.number)
+    where = f" (job {job.name})" if job is not None else " (a job of another sweep)"
+    params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in best.params.items())  # fmt: skip
+    lines.append(f"Best trial: {best.number}{where}, value {best.value:.4g}: {params}")
+    return lines
+
+
+def search_markdown(search: summary.SearchSummary, made: dict[str, Path | str]) -> str:
+    lines = ["", "## Search", "", *(f"{line}  " for line in search_lines(search)), ""]
+    for name, result in made.items():
+        title = {"history": "Optimization history", "importance": "Parameter importances"}[name]
+        if isinstance(result, Path):
+            lines.append(f"![{title}]({result.name})")
+        else:
+            lines.append(f"{title}: not drawn ({result}).")
+    return "\n".join(lines) + "\n"
 
 
 def print_report(report: dict[str, Any], console: Console) -> None:
@@ -379,15 +430,20 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         table.add_column(header, justify="right" if header in NUMERIC else "left", overflow="fold")
     for row in report["rows"]:
         mean, status = row[0].startswith(MEAN), row[-1]
-        if not mean and not status.startswith("completed"):
+        if not mean and status.startswith("pruned"):
+            status = f"[yellow]{status}[/]"
+        elif not mean and not status.startswith("completed"):
             status = f"[red]{status}[/]"
         table.add_row(*row[:-1], status, style="bold" if mean else None)
     if report["common"]:
         console.print("Common to every job: " + " ".join(report["common"]), highlight=False)
     console.print(table)
-    failed = [j for j in report["jobs"] if j.status != "completed"]
-    summary = f"{len(report['jobs'])} jobs, {len(failed)} not completed."
-    console.print(summary + " Written: " + ", ".join(str(p) for p in report["files"].values()))
+    for line in report["search"]:
+        console.print(line, highlight=False)
+    statuses = [j.status for j in report["jobs"]]
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
+    said = f"{len(report['jobs'])} jobs: {counts}."
+    console.print(said + " Written: " + ", ".join(str(p) for p in report["files"].values()))
     if "curves" not in report["files"]:
         console.print("No val/acc curves found in the runs' TensorBoard events: no PNG.")
 

@@ -1,0 +1,214 @@
+"""The search itself: ask the study for a batch of trials, launch them as jobs through
+whatever Hydra launcher the command picked, tell the study how each ended, and write the
+best trial. Each job is an ordinary training run in its own numbered directory."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from cifar_lightning.atomic import atomic_write
+from cifar_lightning.errors import ConfigError, UserError
+from cifar_lightning.run.search import space as search_space
+from cifar_lightning.run.search.storage import (
+    default_url,
+    journal_path,
+    open_storage,
+    sqlite_path,
+)
+from cifar_lightning.run.search.study import direction, make_pruner, make_sampler, open_study
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "optimization_results.yaml"
+
+
+@dataclass
+class Settings:
+    """``hydra.sweeper.*`` (conf/hydra/sweeper/optuna.yaml), resolved."""
+
+    direction: str = "maximize"
+    study_name: str | None = None
+    storage: str | None = None
+    n_trials: int = 20
+    n_jobs: int = 1
+    max_failure_rate: float = 1.0
+    pruner: str | None = "median"
+    pruning: Mapping[str, Any] | None = None
+    sampler: DictConfig | None = None
+    params: Mapping[str, Any] | None = None
+
+
+def absolute(url: str) -> str:
+    """File storages with an absolute path: jobs may start in another directory."""
+    if (path := journal_path(url)) is not None:
+        return f"journal:{path.resolve()}"
+    if (path := sqlite_path(url)) is not None:
+        return f"sqlite:///{path.resolve()}"
+    return url
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def trial_override(trial: optuna.Trial, study_name: str, storage: str) -> str:
+    """Tells the job which trial it is, so it can report to the study (run/search/pruning.py).
+    A hydra.* override: it is not one of the run's own overrides in metrics.json."""
+    return (
+        f"hydra.sweeper.trial={{id:{trial._trial_id},number:{trial.number},"
+        f"study_name:{_quoted(study_name)},storage:{_quoted(storage)}}}"
+    )
+
+
+class Search:
+    """One ``-m hparams_search=optuna`` command: checks everything, then runs the trials."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: DictConfig,
+        launcher: Launcher,
+        validate: Callable[[Sequence[Sequence[str]]], None],
+    ) -> None:
+        self.settings, self.config, self.launcher = settings, config, launcher
+        self.validate = validate  # composes each job's config, as the launcher will
+
+    def run(self, arguments: Sequence[str]) -> list[JobReturn]:
+        s = self.settings
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        goal = direction(s.direction)
+        space = search_space.parse(s.params, arguments)
+        if int(s.n_trials) < 1 or int(s.n_jobs) < 1:
+            raise ConfigError(
+                f"hydra.sweeper.n_trials={s.n_trials}, n_jobs={s.n_jobs}: both must be 1 or more.",
+                "e.g. hydra.sweeper.n_trials=20",
+            )
+        # A key no run has, a value its config refuses: one message now, not n_trials failures.
+        self.validate([space.overrides(space.example())])
+        pruner = make_pruner(s.pruner, s.pruning)
+        sampler = make_sampler(s.sampler)
+        storage = open_storage(s.storage, sweep_dir)
+        url = absolute(str(s.storage or default_url(sweep_dir)))
+        name = str(s.study_name or "cifar-lightning")
+        study = open_study(storage, name, goal, sampler, pruner, url)
+        earlier = len(study.get_trials(deepcopy=False))
+        if earlier and s.sampler is not None and s.sampler.get("seed") is not None:
+            # A continued study with a fresh sampler of the same seed would propose its first
+            # (random start-up) trials again: shift the seed by the trials it already has.
+            shifted = OmegaConf.merge(s.sampler, {"seed": int(s.sampler.seed) + earlier})
+            study.sampler = make_sampler(shifted)
+            log.info("The study has %d trials already: sampler seed %s.", earlier, shifted.seed)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # as Hydra's basic sweeper does
+        log.info(
+            "Study %r in %s (%s, sampler %s, pruner %s): %d trials, %d at a time.",
+            name, url, goal, type(sampler).__name__, s.pruner, s.n_trials, s.n_jobs,
+        )  # fmt: skip
+        for key, dist in space.distributions.items():
+            log.info("  %s: %s", key, dist)
+
+        returns: list[JobReturn] = []
+        next_job, remaining = self._first_job_number(sweep_dir), int(s.n_trials)
+        while remaining > 0:
+            batch = min(int(s.n_jobs), remaining)
+            trials = [study.ask(space.distributions) for _ in range(batch)]
+            overrides = [[*space.overrides(t.params), trial_override(t, name, url)] for t in trials]
+            done = self.launcher.launch(overrides, initial_job_idx=next_job)
+            failures = [self._tell(study, t, r) for t, r in zip(trials, done, strict=True)]
+            returns.extend(done)
+            next_job, remaining = next_job + batch, remaining - batch
+            self._stop_if_failing([f for f in failures if f is not None], batch)
+        self._write_best(study, sweep_dir)
+        return returns
+
+    @staticmethod
+    def _first_job_number(sweep_dir: Path) -> int:
+        """After the jobs already in the sweep dir (hydra.sweep.dir pointed at an earlier
+        search): new trials get new directories instead of overwriting earlier ones."""
+        numbers = [int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+        return max(numbers, default=-1) + 1
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> str | None:
+        """Tell the study how the job ended; returns its error when it failed."""
+        outcome = ret._return_value  # return_value itself raises (and prints) a failure
+        if ret.status == JobStatus.COMPLETED and _finite(outcome):
+            study.tell(trial, float(outcome))
+            log.info("Trial %d: %s", trial.number, outcome)
+            return None
+        if isinstance(outcome, optuna.TrialPruned):
+            study.tell(trial, state=TrialState.PRUNED)
+            log.info("Trial %d: %s", trial.number, outcome)
+            return None
+        if ret.status == JobStatus.COMPLETED:
+            error = f"it returned {outcome!r}, not a number (optimized_metric)"
+        else:
+            error = f"{type(outcome).__name__}: {outcome}"
+        study.tell(trial, state=TrialState.FAIL)
+        log.warning("Trial %d failed: %s", trial.number, error)
+        return error
+
+    def _stop_if_failing(self, failures: list[str], batch: int) -> None:
+        rate = len(failures) / batch
+        if failures and rate > float(self.settings.max_failure_rate):
+            raise UserError(
+                f"the search stopped: {len(failures)} of {batch} trials of the last batch "
+                f"failed, more than hydra.sweeper.max_failure_rate="
+                f"{self.settings.max_failure_rate} allows. First error: {failures[0]}",
+                "fix the failing trials (see their metrics.json), or raise "
+                "hydra.sweeper.max_failure_rate",
+            )
+
+    def _write_best(self, study: optuna.Study, sweep_dir: Path) -> None:
+        trials = study.get_trials(deepcopy=False)
+        counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+        if not counts["complete"]:
+            raise UserError(
+                f"no trial of the study {study.study_name!r} completed "
+                f"({counts['fail']} failed, {counts['pruned']} pruned), so there is no best one.",
+                "see the errors in the trials' metrics.json (python -m cifar_lightning.report "
+                f"{sweep_dir})",
+            )
+        best = study.best_trial
+        results = {
+            "name": "optuna",
+            "study_name": study.study_name,
+            "best_trial": best.number,
+            "best_params": best.params,
+            "best_value": best.value,
+            "trials": {k: v for k, v in counts.items() if v},
+        }
+        atomic_write(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False).encode())
+        log.info("Best parameters: %s", best.params)
+        log.info("Best value: %s (trial %d)", best.value, best.number)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def settings(kwargs: Mapping[str, Any]) -> Settings:
+    """The sweeper's constructor arguments as :class:`Settings` (unknown keys: a ConfigError)."""
+    known = Settings.__dataclass_fields__
+    unknown = sorted(set(kwargs) - set(known) - {"trial"})
+    if unknown:
+        raise ConfigError(
+            f"hydra.sweeper has no option {', '.join(unknown)}.",
+            f"the options are: {', '.join(known)} (conf/hydra/sweeper/optuna.yaml)",
+        )
+    values = {k: v for k, v in kwargs.items() if k in known}
+    for key in ("params", "pruning"):
+        if isinstance(values.get(key), DictConfig):
+            values[key] = OmegaConf.to_container(values[key], resolve=True)
+    return Settings(**values)

@@ -1,0 +1,1 @@
+"""``hydra/sweeper=optuna``: cifar-lightning's Optuna sweeper (see ``sweeper.py``)."""
