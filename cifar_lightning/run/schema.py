@@ -160,6 +160,16 @@ class Loss:
 
 
 @dataclass
+class Aug:
+    """The keys of ``aug=`` options that have them (conf/aug/autoaugment.yaml …)."""
+
+    erasing: float = checked(0.0, lambda v: 0 <= v <= 1, "must be a probability in [0, 1]", "0.25")
+    policy: str = one_of("cifar10", "cifar10", "imagenet", "svhn")
+    n: int = checked(2, at_least(1), "must be at least 1 (operations per image)", "2")
+    m: int = checked(9, lambda v: 0 <= v <= 30, "must be in 0..30 (RandAugment's magnitudes)", "9")
+
+
+@dataclass
 class Net:
     """``model.net.*`` the nets of conf/model/ share (any net may take more)."""
 
@@ -205,6 +215,7 @@ NODES: dict[str, type] = {
     "trainer": Trainer,
     "sched": Sched,
     "loss": Loss,
+    "aug": Aug,
     "model.net": Net,
     "test": Test,
     "timing": Timing,
