@@ -178,6 +178,8 @@ CASES = [
     ("unparsable", ["optim.lr=[1"], 2, "cannot read the override 'optim.lr=[1'"),
     ("bad_reference", ["optim.lr=${nope}"], 2, "Interpolation key 'nope' not found"),
     ("crop_too_big", ["aug.pipeline.transforms.0.size=48"], 2, "aug: the pipeline fails"),
+    ("mix_alpha_zero", ["mix.mode=mixup", "mix.alpha=0"], 2, "mix.alpha=0 must be positive"),
+    ("mix_mode", ["mix.mode=cutout"], 2, "mix.mode='cutout' must be one of mixup, cutmix"),
     ("unknown_policy", ["aug=autoaugment", "aug.policy=cifar100"], 2, "aug.policy='cifar100'"),
     ("unknown_aug", ["aug=randaugmnt"], 2, "aug=randaugmnt is not an option of the aug group"),
     ("randaugment_magnitude", ["aug=randaugment", "aug.m=31"], 2, "aug.m=31 must be in 0..30"),

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto import event_pb2
@@ -440,3 +441,19 @@ def test_a_run_started_with_sigint_ignored_still_stops_cleanly_on_sigint(make_cf
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_run_recorded_before_mix_existed_still_resumes_with_it_off(tmp_path):
+    from cifar_lightning.errors import ConfigError
+    from cifar_lightning.run.config import compose_config
+    from cifar_lightning.run.resume import check_same_run
+
+    def cfg(*extra: str):
+        return compose_config(["debug=fast", f"paths.output_dir={tmp_path}", *extra])
+
+    old = OmegaConf.to_container(cfg(), resolve=True)
+    del old["mix"], old["model"]["mix"]  # as a run of 0.2.0 recorded its config
+    checkpoint = {"cifar_lightning": {"config": old}}
+    check_same_run(checkpoint, tmp_path / "last.ckpt", cfg())  # off: the same run
+    with pytest.raises(ConfigError, match="cannot continue with mix changed"):
+        check_same_run(checkpoint, tmp_path / "last.ckpt", cfg("mix.mode=cutmix"))

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 # Keys only some runs fill: present, as null, in every record so that all share one schema.
-OPTIONAL_KEYS = ("tested", "lr_find", "timing")
+OPTIONAL_KEYS = ("tested", "lr_find", "timing", "mix")
 
 
 def describe_error(error: BaseException) -> str:
@@ -72,8 +72,21 @@ def build(
         "best_checkpoint": best if best and Path(best).is_file() else None,
         "run_dir": str(cfg.paths.output_dir),
         **dict.fromkeys(OPTIONAL_KEYS),
+        **training_techniques(trainer),
         **extra,
     }
+
+
+def training_techniques(trainer: L.Trainer | None) -> dict[str, Any]:
+    """``mix`` as the run used it (null when off): what its numbers mean."""
+    techniques: dict[str, Any] = {}
+    mix = getattr(trainer.lightning_module, "mix", None) if trainer is not None else None
+    if mix is not None:
+        techniques["mix"] = {
+            **mix.settings(),
+            "train_acc": "against each mixed image's dominant label",
+        }
+    return techniques
 
 
 def stepping(trainer: L.Trainer | None) -> dict[str, Any]:

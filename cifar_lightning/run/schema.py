@@ -160,6 +160,20 @@ class Loss:
 
 
 @dataclass
+class Mix:
+    """``mix.*``: cifar_lightning/training/mixing.py."""
+
+    mode: str = one_of("none", "mixup", "cutmix", "both", "none")
+    alpha: float = checked(
+        1.0, positive, "must be positive: the mixing weight is drawn from Beta(alpha, alpha)",
+        "1.0", fix="e.g. mix.alpha=1.0 (the MixUp paper's value for CIFAR-10); to mix nothing, "
+        "use mix.mode=none",
+    )  # fmt: skip
+    prob: float = checked(1.0, lambda v: 0 <= v <= 1, "must be in [0, 1]", "1.0")
+    switch_prob: float = checked(0.5, lambda v: 0 <= v <= 1, "must be in [0, 1]", "0.5")
+
+
+@dataclass
 class Aug:
     """The keys of ``aug=`` options that have them (conf/aug/autoaugment.yaml …)."""
 
@@ -215,6 +229,7 @@ NODES: dict[str, type] = {
     "trainer": Trainer,
     "sched": Sched,
     "loss": Loss,
+    "mix": Mix,
     "aug": Aug,
     "model.net": Net,
     "test": Test,
