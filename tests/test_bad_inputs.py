@@ -180,6 +180,8 @@ CASES = [
     ("crop_too_big", ["aug.pipeline.transforms.0.size=48"], 2, "aug: the pipeline fails"),
     ("mix_alpha_zero", ["mix.mode=mixup", "mix.alpha=0"], 2, "mix.alpha=0 must be positive"),
     ("mix_mode", ["mix.mode=cutout"], 2, "mix.mode='cutout' must be one of mixup, cutmix"),
+    ("ema_decay_one", ["ema.enabled=true", "ema.decay=1"], 2, "ema.decay=1 must be in (0, 1)"),
+    ("ema_decay_negative", ["ema.decay=-0.5"], 2, "ema.decay=-0.5 must be in (0, 1)"),
     ("unknown_policy", ["aug=autoaugment", "aug.policy=cifar100"], 2, "aug.policy='cifar100'"),
     ("unknown_aug", ["aug=randaugmnt"], 2, "aug=randaugmnt is not an option of the aug group"),
     ("randaugment_magnitude", ["aug=randaugment", "aug.m=31"], 2, "aug.m=31 must be in 0..30"),
@@ -203,6 +205,12 @@ CASES = [
         ["resume={good}", "trainer.max_epochs=3"],
         2,
         "cannot continue with trainer.max_epochs changed (1 -> 3)",
+    ),
+    (
+        "resume_turning_ema_on",
+        ["resume={good}", "ema.enabled=true"],
+        2,
+        "cannot continue with ema.enabled changed (False -> True)",
     ),
     (
         "resume_other_model",

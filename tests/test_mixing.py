@@ -1,12 +1,18 @@
 """MixUp / CutMix (``mix.*``): images and labels mixed by one share, soft targets that the loss
-and label smoothing take as timm does."""
+and label smoothing take as timm does, and training on both loaders with EMA on."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from cifar_lightning.run.checkpoints import load_classifier
+from cifar_lightning.run.config import build
+from cifar_lightning.run.train import train
 from cifar_lightning.training.mixing import BatchMix, build_mix, dominant_label
 
 K = 10
@@ -93,3 +99,57 @@ def test_curves_say_train_accuracy_is_against_the_dominant_label(tmp_path):
     for mix, label in ((BatchMix(K), mixed), (None, "train")):
         (_, accuracy) = curves._figure(SimpleNamespace(mix=mix)).axes
         assert [t.get_text() for t in accuracy.get_legend().get_texts()] == [label]
+
+
+def recomputed_test_loss(ckpt: Path, cfg) -> float:
+    """The test loss of ``ckpt``'s weights as evaluate loads them (the checkpoint's state_dict)."""
+    model, _ = load_classifier(ckpt)
+    dm = build(cfg.data, "data", loader="classic", num_workers=0, batch_size=1000)
+    dm.setup("test")
+    (x, y), *rest = list(dm.test_dataloader())
+    assert not rest
+    with torch.no_grad():
+        return float(model.criterion(model(x), y))
+
+
+# Two epochs of 3 steps: long enough for the EMA to differ from the raw weights. Without the
+# pictures, which take most of a run this short on a CPU (they are tested elsewhere).
+SHORT = [
+    "trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+    "model=simple_cnn", "data.batch_size=16", "data.fake_test_size=32", "data.val_size=32",
+    "~callbacks.evaluation_figures", "~callbacks.aug_preview", "~callbacks.training_curves",
+    "trainer.num_sanity_val_steps=0",
+]  # fmt: skip
+
+
+SWITCHES = {
+    # classic loader, a policy aug, both mixes, the best checkpoint tested
+    "classic": ["aug=trivialaugment", "aug.erasing=0.5", "mix.mode=both", "test.ckpt=best"],
+    # device loader: mixed on the device; label smoothing on the soft targets; the last weights
+    "device": ["data.loader=device", "aug=seed004", "mix.mode=cutmix", "loss.label_smoothing=0.1",
+               "test.ckpt=last"],
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loader", SWITCHES)
+def test_ema_and_mixing_train_and_test_the_ema_weights(make_cfg, loader):
+    cfg = make_cfg(*SHORT, "ema.enabled=true", *SWITCHES[loader])
+    results = train(cfg)
+    assert results["status"] == "completed" and results["global_step"] == 6
+    mode = cfg.mix.mode
+    assert results["mix"] == {
+        "mode": mode, "alpha": 1.0, "prob": 1.0, "switch_prob": 0.5,
+        "train_acc": "against each mixed image's dominant label",
+    }  # fmt: skip
+    assert results["ema"]["updates"] == 6 and results["ema"]["decay"] == 0.999
+    assert "EMA weights" in results["ema"]["weights"]
+    assert json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["ema"]
+    tested = Path(results["best_checkpoint"]) if cfg.test.ckpt == "best" else None
+    tested = tested or Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(tested, weights_only=True)
+    ema, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert ema.keys() == raw.keys()
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema), "the EMA is not the raw weights"
+    # The test (and evaluate, which loads the checkpoint's state_dict) measured the EMA weights.
+    assert results["metrics"]["test/loss"] == pytest.approx(recomputed_test_loss(tested, cfg))

@@ -25,12 +25,13 @@ from torch.utils.tensorboard.summary import hparams
 from cifar_lightning.atomic import atomic_write
 from cifar_lightning.run.resume import drop_superseded_events
 from cifar_lightning.run.trainer import device_name
+from cifar_lightning.training.callbacks.ema import EMAWeights
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 # Keys only some runs fill: present, as null, in every record so that all share one schema.
-OPTIONAL_KEYS = ("tested", "lr_find", "timing", "mix")
+OPTIONAL_KEYS = ("tested", "lr_find", "timing", "ema", "mix")
 
 
 def describe_error(error: BaseException) -> str:
@@ -78,8 +79,17 @@ def build(
 
 
 def training_techniques(trainer: L.Trainer | None) -> dict[str, Any]:
-    """``mix`` as the run used it (null when off): what its numbers mean."""
+    """``ema`` and ``mix`` as the run used them (null when off): what its numbers mean."""
+    callbacks = trainer.callbacks if trainer is not None else []
+    ema = next((c for c in callbacks if isinstance(c, EMAWeights)), None)
     techniques: dict[str, Any] = {}
+    if ema is not None:
+        techniques["ema"] = {
+            "decay": ema.decay,
+            "warmup": ema.warmup,
+            "updates": ema.updates(),
+            "weights": "val/*, test/* and the saved checkpoints are of the EMA weights",
+        }
     mix = getattr(trainer.lightning_module, "mix", None) if trainer is not None else None
     if mix is not None:
         techniques["mix"] = {

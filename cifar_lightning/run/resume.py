@@ -126,7 +126,7 @@ def checkpoint_to_load(cfg: DictConfig, model: torch.nn.Module) -> str | None:
 
 # What a continued run must keep (its checkpoint's state belongs to them), and its length
 # (a schedule was laid out for it); trainer limits, logging and workers may change.
-FIXED = ("seed", "optim", "sched", "aug", "loss", "mix", "trainer.accumulate_grad_batches")
+FIXED = ("seed", "optim", "sched", "aug", "loss", "mix", "ema", "trainer.accumulate_grad_batches")
 FIXED += tuple(f"data.{k}" for k in ("source", "root", "classes", "val_size", "split_seed"))
 FIXED += ("data.shuffle_seed", "data.batch_size", "model")  # model: its own keys, checked last
 LENGTH = ("trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches")
@@ -170,6 +170,7 @@ def check_same_run(checkpoint: dict[str, Any], path: Path, cfg: DictConfig) -> N
 ADDED = {
     "mix": lambda v: v.get("mode") == "none",
     "model.mix": lambda v: v.get("mode") == "none",
+    "ema": lambda v: not v.get("enabled"),
 }
 
 

@@ -174,6 +174,18 @@ class Mix:
 
 
 @dataclass
+class EMA:
+    """``ema.*``: cifar_lightning/training/callbacks/ema.py."""
+
+    enabled: bool = False
+    decay: float = checked(
+        0.999, lambda v: 0 < v < 1, "must be in (0, 1): the share of the average kept per step",
+        "0.999",
+    )  # fmt: skip
+    warmup: bool = True
+
+
+@dataclass
 class Aug:
     """The keys of ``aug=`` options that have them (conf/aug/autoaugment.yaml …)."""
 
@@ -230,6 +242,7 @@ NODES: dict[str, type] = {
     "sched": Sched,
     "loss": Loss,
     "mix": Mix,
+    "ema": EMA,
     "aug": Aug,
     "model.net": Net,
     "test": Test,
