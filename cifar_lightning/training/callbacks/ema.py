@@ -1,12 +1,11 @@
 """``ema.enabled=true``: an exponential moving average of the weights, for everything but the
 training step itself.
 
-``ema ← decay·ema + (1 - decay)·weights`` after every optimizer step smooths out the last
-steps' noise: the average often scores a few tenths of a point above the raw weights at the
-end of a run, and far above them mid-run at a high learning rate. With ``warmup`` the decay
-starts low and grows, ``min(decay, (1 + t) / (10 + t))`` after ``t`` steps (TensorFlow's
-``ExponentialMovingAverage(num_updates=t)``): early weights are random and should not weigh
-on the average for the next thousand steps.
+``ema ← decay·ema + (1 - decay)·weights`` after every optimizer step averages out the noise of
+the last ~1/(1 - decay) steps (1,000 at 0.999), which the raw weights carry until the learning
+rate has decayed. With ``warmup`` the decay starts low and grows, ``min(decay, (1 + t) /
+(10 + t))`` after ``t`` steps (TensorFlow's ``ExponentialMovingAverage(num_updates=t)``): the
+random initial weights should not weigh on the average for the next thousand steps.
 
 This is Lightning's :class:`~lightning.pytorch.callbacks.WeightAveraging` (2.6), which keeps a
 copy of the LightningModule (torch's ``AveragedModel``), swaps it in for validation, copies it
