@@ -147,9 +147,12 @@ def test_ema_and_mixing_train_and_test_the_ema_weights(make_cfg, loader):
     assert json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["ema"]
     tested = Path(results["best_checkpoint"]) if cfg.test.ckpt == "best" else None
     tested = tested or Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    checkpoint = torch.load(tested, weights_only=True)
-    ema, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
-    assert ema.keys() == raw.keys()
-    assert any(not torch.equal(ema[k], raw[k]) for k in ema), "the EMA is not the raw weights"
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    for path in {tested, last}:  # last.ckpt: last written when fit ends, after the swap
+        checkpoint = torch.load(path, weights_only=True)
+        ema, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+        assert ema.keys() == raw.keys()
+        weights = [k for k in ema if k.startswith("net.")]
+        assert any(not torch.equal(ema[k], raw[k]) for k in weights), f"{path.name}: EMA = raw"
     # The test (and evaluate, which loads the checkpoint's state_dict) measured the EMA weights.
     assert results["metrics"]["test/loss"] == pytest.approx(recomputed_test_loss(tested, cfg))

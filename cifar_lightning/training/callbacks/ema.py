@@ -22,6 +22,11 @@ continues both. Three changes:
   moved, which would leave it on the CPU), in the net's memory layout (``speed.channels_last``).
 - Loading a checkpoint outside fit (the test of the best checkpoint) keeps the EMA weights;
   Lightning's would load the raw ones back into the model being tested.
+- When fit ends the two are swapped, not copied: the model leaves fit with the EMA (the test
+  of the last weights), and the raw weights stay here for the ``last.ckpt`` a ModelCheckpoint
+  still owes saves in its own ``on_train_end``; with a copy, that file would hold the EMA as
+  the raw weights too, and a run continued from it (``resume=`` with more epochs) would train
+  on from the EMA.
 
 BatchNorm: running means and variances are floating-point buffers and are averaged like the
 weights (as timm's ``ModelEmaV3`` does by default); integer buffers (``num_batches_tracked``)
@@ -53,6 +58,7 @@ class EMAWeights(WeightAveraging):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._device = trainer.strategy.root_device
+        self._fit_ended = False
         super().setup(trainer, pl_module, stage)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -88,6 +94,25 @@ class EMAWeights(WeightAveraging):
         if others[0]:
             torch._foreach_copy_(others[0], others[1])
         self._average_model.n_averaged += 1  # on the device: no read-back
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._swap_models(pl_module)  # the model: the EMA; the average model: the raw weights
+        self._fit_ended = True
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if not self._fit_ended:
+            return super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        # After fit the roles are swapped: state_dict (the model's) is already the EMA. The raw
+        # weights replace it by name in current_model_state; the metric states (not parameters
+        # or buffers) are the model's own, as Lightning's layout has them.
+        module = self._average_model.module
+        raw = dict(itertools.chain(module.named_parameters(), module.named_buffers()))
+        state = checkpoint["state_dict"]
+        current = {k: raw[k].detach() if k in raw else v for k, v in state.items()}
+        checkpoint["current_model_state"] = current
+        checkpoint["averaging_state"] = {"n_averaged": self._average_model.n_averaged.clone()}
 
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
