@@ -443,6 +443,7 @@ def test_a_run_started_with_sigint_ignored_still_stops_cleanly_on_sigint(make_cf
         signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.slow
 def test_a_run_with_ema_and_mixing_resumes_exactly(tmp_path):
     """Ctrl-C mid-epoch, then ``resume``: the EMA (and its warm-up), the raw weights and every
     metric end as in the run never interrupted; mixing draws the same pairs and shares."""
