@@ -133,3 +133,18 @@ def test_albumentations_draws_follow_torch_not_their_own_state(images):
         torch.manual_seed(seed)
         flips.append(torch.equal(aug(images[0]), images[0].flip(-1)))
     assert 0 < sum(flips) < 16
+
+
+def test_the_auto_augment_policies_take_their_keys():
+    """crop + flip, the policy, random erasing with the mean fill: each key reaches its op."""
+    auto = pipeline("autoaugment", "aug.policy=svhn", "aug.erasing=0.25").transforms
+    assert [type(t) for t in auto] == [
+        v2.RandomCrop, v2.RandomHorizontalFlip, v2.AutoAugment, v2.RandomErasing
+    ]  # fmt: skip
+    assert auto[2].policy == v2.AutoAugmentPolicy.SVHN
+    assert auto[3].p == 0.25 and list(auto[3].value) == MEAN_PIXELS
+    assert pipeline("autoaugment").transforms[2].policy == v2.AutoAugmentPolicy.CIFAR10
+    rand = pipeline("randaugment", "aug.n=3", "aug.m=14").transforms[2]
+    assert (rand.num_ops, rand.magnitude, rand.num_magnitude_bins) == (3, 14, 31)
+    trivial = pipeline("trivialaugment").transforms
+    assert isinstance(trivial[2], v2.TrivialAugmentWide) and trivial[3].p == 0.0  # off

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto import event_pb2
@@ -440,3 +441,55 @@ def test_a_run_started_with_sigint_ignored_still_stops_cleanly_on_sigint(make_cf
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.slow
+def test_a_run_with_ema_and_mixing_resumes_exactly(tmp_path):
+    """Ctrl-C mid-epoch, then ``resume``: the EMA (and its warm-up), the raw weights and every
+    metric end as in the run never interrupted; mixing draws the same pairs and shares."""
+    from cifar_lightning.run.config import compose_config
+    from cifar_lightning.run.train import train
+
+    def config(out: Path, *extra: str):
+        return compose_config(
+            [
+                "debug=fast", f"paths.output_dir={out}", f"paths.data_dir={tmp_path / 'data'}",
+                "ema.enabled=true", "mix.mode=both", "trainer.deterministic=true",
+                "trainer.max_epochs=2", "trainer.limit_train_batches=4", "model=simple_cnn",
+                "data.batch_size=16", "data.fake_test_size=32", "data.val_size=32",
+                "trainer.num_sanity_val_steps=0", "trainer.limit_val_batches=1",
+                "~callbacks.evaluation_figures", "~callbacks.aug_preview",
+                "~callbacks.training_curves", *extra,
+            ]
+        )  # fmt: skip
+
+    reference = train(config(tmp_path / "reference"))
+    run = tmp_path / "run"
+    error = train_pressing_ctrl_c(config(run))
+    assert "stopped on SIGINT at step 3 (epoch 0)" in error.problem  # mid-epoch: 4 per epoch
+    resumed = train(config(run, f"resume={run}"))
+    assert resumed["status"] == "completed" and resumed["metrics"] == reference["metrics"]
+    assert resumed["ema"] == reference["ema"] and reference["ema"]["updates"] == 8
+    ours = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    theirs = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)
+    for key in ("state_dict", "current_model_state", "averaging_state"):  # EMA, raw, counter
+        assert ours[key].keys() == theirs[key].keys()
+        assert all(torch.equal(ours[key][k], theirs[key][k]) for k in ours[key]), key
+
+
+def test_a_run_recorded_before_ema_and_mix_existed_still_resumes_with_them_off(tmp_path):
+    from cifar_lightning.errors import ConfigError
+    from cifar_lightning.run.config import compose_config
+    from cifar_lightning.run.resume import check_same_run
+
+    def cfg(*extra: str):
+        return compose_config(["debug=fast", f"paths.output_dir={tmp_path}", *extra])
+
+    old = OmegaConf.to_container(cfg(), resolve=True)
+    del old["ema"], old["mix"], old["model"]["mix"]  # as a run of 0.2.0 recorded its config
+    checkpoint = {"cifar_lightning": {"config": old}}
+    check_same_run(checkpoint, tmp_path / "last.ckpt", cfg())  # both off: the same run
+    with pytest.raises(ConfigError, match="cannot continue with mix changed"):
+        check_same_run(checkpoint, tmp_path / "last.ckpt", cfg("mix.mode=cutmix"))
+    with pytest.raises(ConfigError, match="cannot continue with ema changed"):
+        check_same_run(checkpoint, tmp_path / "last.ckpt", cfg("ema.enabled=true"))

@@ -128,12 +128,14 @@ def load_classifier(path: str | Path) -> tuple[ImageClassifier, dict[str, Any]]:
         if not (isinstance(cls, type) and issubclass(cls, ImageClassifier)):
             raise TypeError(f"{class_path} is not an ImageClassifier")
         model = cls(**checkpoint.get("hyper_parameters", {}))
-        model.load_state_dict(checkpoint["state_dict"])
+        model.load_state_dict(checkpoint["state_dict"])  # with ema.enabled: the EMA weights
     except (ImportError, AttributeError, TypeError, RuntimeError, ValueError) as e:
         raise CheckpointError(
             f"{path} does not fit model {class_path} ({str(e).splitlines()[0]}).",
             fix="use the cifar-lightning version that wrote it, or retrain",
         ) from None
+    if "current_model_state" in checkpoint:  # saved by training/callbacks/ema.py
+        log.info("%s holds the EMA of the weights (ema.enabled=true): using those.", path)
     return model.eval(), record
 
 

@@ -25,12 +25,13 @@ from torch.utils.tensorboard.summary import hparams
 from cifar_lightning.atomic import atomic_write
 from cifar_lightning.run.resume import drop_superseded_events
 from cifar_lightning.run.trainer import device_name
+from cifar_lightning.training.callbacks.ema import EMAWeights
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 # Keys only some runs fill: present, as null, in every record so that all share one schema.
-OPTIONAL_KEYS = ("tested", "lr_find", "timing")
+OPTIONAL_KEYS = ("tested", "lr_find", "timing", "ema", "mix")
 
 
 def describe_error(error: BaseException) -> str:
@@ -74,8 +75,30 @@ def build(
         "best_checkpoint": best if best and Path(best).is_file() else None,
         "run_dir": str(cfg.paths.output_dir),
         **dict.fromkeys(OPTIONAL_KEYS),
+        **training_techniques(trainer),
         **extra,
     }
+
+
+def training_techniques(trainer: L.Trainer | None) -> dict[str, Any]:
+    """``ema`` and ``mix`` as the run used them (null when off): what its numbers mean."""
+    callbacks = trainer.callbacks if trainer is not None else []
+    ema = next((c for c in callbacks if isinstance(c, EMAWeights)), None)
+    techniques: dict[str, Any] = {}
+    if ema is not None:
+        techniques["ema"] = {
+            "decay": ema.decay,
+            "warmup": ema.warmup,
+            "updates": ema.updates(),
+            "weights": "val/*, test/* and the saved checkpoints are of the EMA weights",
+        }
+    mix = getattr(trainer.lightning_module, "mix", None) if trainer is not None else None
+    if mix is not None:
+        techniques["mix"] = {
+            **mix.settings(),
+            "train_acc": "against each mixed image's dominant label",
+        }
+    return techniques
 
 
 def stepping(trainer: L.Trainer | None) -> dict[str, Any]:

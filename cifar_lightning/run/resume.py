@@ -126,7 +126,7 @@ def checkpoint_to_load(cfg: DictConfig, model: torch.nn.Module) -> str | None:
 
 # What a continued run must keep (its checkpoint's state belongs to them), and its length
 # (a schedule was laid out for it); trainer limits, logging and workers may change.
-FIXED = ("seed", "optim", "sched", "aug", "loss", "trainer.accumulate_grad_batches")
+FIXED = ("seed", "optim", "sched", "aug", "loss", "mix", "ema", "trainer.accumulate_grad_batches")
 FIXED += tuple(f"data.{k}" for k in ("source", "root", "classes", "val_size", "split_seed"))
 FIXED += ("data.shuffle_seed", "data.batch_size", "model")  # model: its own keys, checked last
 LENGTH = ("trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches")
@@ -145,7 +145,7 @@ def check_same_run(checkpoint: dict[str, Any], path: Path, cfg: DictConfig) -> N
     recorded = (checkpoint.get(RECORD_KEY) or {}).get("config")
     if not recorded:
         return
-    current = OmegaConf.to_container(cfg, resolve=True)
+    current = without_unrecorded_defaults(OmegaConf.to_container(cfg, resolve=True), recorded)
     scheduled = bool(_select(current, "sched.scheduler"))
     for section in (LENGTH if scheduled else ()) + FIXED:
         old, new = _select(recorded, section), _select(current, section)
@@ -163,6 +163,28 @@ def check_same_run(checkpoint: dict[str, Any], path: Path, cfg: DictConfig) -> N
                 + (", or use sched=none / sched=step to extend a run" if key in LENGTH else "")
                 + "; or start a new run",
             )
+
+
+# Keys newer than some runs, and the test that they are off: a run recorded without them had
+# them off, and continues as it was while they stay off.
+ADDED = {
+    "mix": lambda v: v.get("mode") == "none",
+    "model.mix": lambda v: v.get("mode") == "none",
+    "ema": lambda v: not v.get("enabled"),
+}
+
+
+def without_unrecorded_defaults(current: dict[str, Any], recorded: dict[str, Any]) -> dict:
+    """``current`` less the keys of :data:`ADDED` that ``recorded`` lacks and that are off."""
+    for key, off in ADDED.items():
+        *parents, name = key.split(".")
+        recorded_parent = _select(recorded, ".".join(parents)) if parents else recorded
+        parent = _select(current, ".".join(parents)) if parents else current
+        if not isinstance(parent, dict) or not isinstance(recorded_parent, dict):
+            continue
+        if name not in recorded_parent and isinstance(parent.get(name), dict) and off(parent[name]):
+            del parent[name]
+    return current
 
 
 def _first_difference(key: str, old: Any, new: Any) -> tuple[str, Any, Any]:

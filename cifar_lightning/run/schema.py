@@ -160,6 +160,42 @@ class Loss:
 
 
 @dataclass
+class Mix:
+    """``mix.*``: cifar_lightning/training/mixing.py."""
+
+    mode: str = one_of("none", "mixup", "cutmix", "both", "none")
+    alpha: float = checked(
+        1.0, positive, "must be positive: the mixing weight is drawn from Beta(alpha, alpha)",
+        "1.0", fix="e.g. mix.alpha=1.0 (the MixUp paper's value for CIFAR-10); to mix nothing, "
+        "use mix.mode=none",
+    )  # fmt: skip
+    prob: float = checked(1.0, lambda v: 0 <= v <= 1, "must be in [0, 1]", "1.0")
+    switch_prob: float = checked(0.5, lambda v: 0 <= v <= 1, "must be in [0, 1]", "0.5")
+
+
+@dataclass
+class EMA:
+    """``ema.*``: cifar_lightning/training/callbacks/ema.py."""
+
+    enabled: bool = False
+    decay: float = checked(
+        0.999, lambda v: 0 < v < 1, "must be in (0, 1): the share of the average kept per step",
+        "0.999",
+    )  # fmt: skip
+    warmup: bool = True
+
+
+@dataclass
+class Aug:
+    """The keys of ``aug=`` options that have them (conf/aug/autoaugment.yaml …)."""
+
+    erasing: float = checked(0.0, lambda v: 0 <= v <= 1, "must be a probability in [0, 1]", "0.25")
+    policy: str = one_of("cifar10", "cifar10", "imagenet", "svhn")
+    n: int = checked(2, at_least(1), "must be at least 1 (operations per image)", "2")
+    m: int = checked(9, lambda v: 0 <= v <= 30, "must be in 0..30 (RandAugment's magnitudes)", "9")
+
+
+@dataclass
 class Net:
     """``model.net.*`` the nets of conf/model/ share (any net may take more)."""
 
@@ -220,6 +256,9 @@ NODES: dict[str, type] = {
     "trainer": Trainer,
     "sched": Sched,
     "loss": Loss,
+    "mix": Mix,
+    "ema": EMA,
+    "aug": Aug,
     "model.net": Net,
     "test": Test,
     "timing": Timing,

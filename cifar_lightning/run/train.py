@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
-    """``callbacks/``, ``speed``, and the callbacks that are part of what a run is."""
+    """``callbacks/``, ``speed``, ``ema``, and the callbacks that are part of what a run is."""
     callbacks: list[Callback] = [build(c, "callbacks") for c in cfg.callbacks.values() if c]
+    if cfg.ema.enabled:  # first: a checkpoint saved after a step must hold that step's average
+        callbacks.insert(0, build_ema(cfg.ema))
     # Always on, so not config: exact resume (per-step seeds, log flushes) and the
     # checkpoint's record; the clock exists only in a timed run (first and last: see RunClock).
     run_config = OmegaConf.to_container(cfg, resolve=True)
@@ -46,6 +48,13 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     off = (ProgressBar,) * (not cfg.trainer.enable_progress_bar)
     off += (ModelSummary,) * (not cfg.trainer.enable_model_summary)
     return [c for c in callbacks if not isinstance(c, off)]
+
+
+def build_ema(node: DictConfig) -> Callback:
+    """``ema``'s callback; ``enabled`` is the switch, every other key its constructor's."""
+    spec = OmegaConf.to_container(node, resolve=True)
+    spec.pop("enabled")
+    return build(OmegaConf.create(spec), "ema")
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:

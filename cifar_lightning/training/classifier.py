@@ -3,11 +3,13 @@
 Net, optimizer, scheduler and loss arrive as plain ``_target_`` dicts, never live objects, so
 the hyper-parameters stay plain data and a checkpoint rebuilds the model alone, weights-only.
 Any ``nn.Module`` taking ``num_classes`` and returning logits trains here with no code of its own.
+``mix`` (MixUp/CutMix, training/mixing.py) reshapes the training batches only.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -21,7 +23,10 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibratio
 
 from cifar_lightning.data.datamodule import CIFAR10_MEAN, CIFAR10_STD
 from cifar_lightning.data.sources import CIFAR10_CLASSES
+from cifar_lightning.training.mixing import build_mix, dominant_label
 from cifar_lightning.training.tta import tta_logits
+
+log = logging.getLogger(__name__)
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05}
 DEFAULT_LOSS = {"_target_": "torch.nn.CrossEntropyLoss"}
@@ -63,7 +68,11 @@ def make_scheduler(
 class ImageClassifier(L.LightningModule):
     """Logs ``train/{loss,lr}`` (on the steps the loggers write), ``train/{loss_epoch,acc}``,
     ``val/{loss,acc,acc_best}`` and ``test/{loss,acc,acc_top5,ece,mce,nll,brier}``; subclasses
-    (training/architectures.py) add only what their net needs (a default ``NET``, groups)."""
+    (training/architectures.py) add only what their net needs (a default ``NET``, groups).
+
+    With ``mix`` on, the loss takes the mixed images' class probabilities and ``train/acc``
+    counts a mixed image as right when the prediction is its dominant label (the larger share):
+    there is no single right answer for a blend."""
 
     NET: dict[str, Any] | None = None  # the net when none is given (an architecture's own)
 
@@ -73,6 +82,7 @@ class ImageClassifier(L.LightningModule):
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         loss: Mapping[str, Any] | None = None,
+        mix: Mapping[str, Any] | None = None,
         class_names: Sequence[str] = CIFAR10_CLASSES,
         mean: Sequence[float] = CIFAR10_MEAN,
         std: Sequence[float] = CIFAR10_STD,
@@ -85,6 +95,7 @@ class ImageClassifier(L.LightningModule):
             raise TypeError(f"{type(self).__name__} needs a net: {{_target_: ...}}")
         self.net = build_net(spec, num_classes)
         self.criterion = instantiate(dict(loss or DEFAULT_LOSS))
+        self.mix = build_mix(mix, num_classes)  # None: batches train as they come
         # nan_strategy="disable": the default NaN check reads a flag back to the host on
         # every update — on a GPU, a wait for all queued work at every step.
         self.train_loss = MeanMetric(nan_strategy="disable")
@@ -117,6 +128,9 @@ class ImageClassifier(L.LightningModule):
     def on_train_start(self) -> None:
         if self.trainer.ckpt_path is None:  # the sanity check's val/acc is no "best" epoch
             self.val_acc_best.reset()
+        if self.mix is not None:
+            log.info("%s on the training batches: train/acc is against each mixed image's "
+                     "dominant label.", self.mix)  # fmt: skip
 
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor]):
         x, y = batch
@@ -124,7 +138,14 @@ class ImageClassifier(L.LightningModule):
         return self.criterion(logits, y), logits, y
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, logits, y = self._shared_step(batch)
+        x, y = batch
+        if self.mix is not None:  # soft targets for the loss; the dominant label for train/acc
+            x, targets = self.mix(x, y)
+            y = dominant_label(targets)
+        else:
+            targets = y
+        logits = self(x)
+        loss = self.criterion(logits, targets)
         # No host syncs per step: the metrics accumulate on the device, and the per-step
         # values are read back only on the steps the loggers write (log_every_n_steps).
         self.train_loss.update(loss.detach())

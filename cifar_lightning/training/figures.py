@@ -230,14 +230,17 @@ def predictions_figure(
 Curve = Sequence[tuple[float, float]]  # (x, value) points
 
 
-def curves_figure(history: Mapping[str, Curve], title: str = "") -> Figure:
-    """Loss and accuracy per epoch, train and val side by side; missing metrics are left out."""
+def curves_figure(
+    history: Mapping[str, Curve], title: str = "", train_acc: str = "train"
+) -> Figure:
+    """Loss and accuracy per epoch, train and val side by side; missing metrics are left out.
+    ``train_acc`` names the train accuracy (with MixUp/CutMix: against the dominant label)."""
     fig = new_figure(10, 4)
     if title:
         fig.suptitle(title)
     panels = (
         ("loss", (("train/loss_epoch", "train"), ("val/loss", "val"))),
-        ("accuracy", (("train/acc", "train"), ("val/acc", "val"))),
+        ("accuracy", (("train/acc", train_acc), ("val/acc", "val"))),
     )
     for ax, (ylabel, series) in zip(fig.subplots(1, 2), panels, strict=True):
         for key, label in series:

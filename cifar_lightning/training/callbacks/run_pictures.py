@@ -63,7 +63,9 @@ class TrainingCurves(Callback):
 
     def _figure(self, pl_module: L.LightningModule) -> Figure:
         title = f"{type(pl_module).__name__}: loss and accuracy per epoch"
-        return figures.curves_figure(self.history, title=title)
+        mixed = getattr(pl_module, "mix", None) is not None
+        train_acc = "train (dominant label of the mixed images)" if mixed else "train"
+        return figures.curves_figure(self.history, title=title, train_acc=train_acc)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": {k: [list(p) for p in v] for k, v in self.history.items()}}
