@@ -213,3 +213,19 @@ def test_metrics_json_says_how_the_run_stepped(make_cfg, tmp_path):
     other = f"paths.output_dir={tmp_path / 'dropped'}"
     dropped = train(make_cfg(*common, "data.drop_last=true", other))
     assert (dropped["steps_per_epoch"], dropped["last_batch_kept"]) == (7, False)
+
+
+def test_resnet9_plus_is_seed004_with_ema_smoothing_and_cutmix(make_cfg):
+    plus, seed = compose_config(["experiment=resnet9_plus"]), compose_config(["experiment=seed004"])
+    changed = {"ema", "loss", "mix", "model"}  # model: its loss and mix follow those nodes
+    for key in set(seed) - changed:
+        assert plus[key] == seed[key], key
+    assert plus.model.net == seed.model.net and plus.model._target_ == seed.model._target_
+    assert plus.ema.enabled and plus.loss.label_smoothing == 0.1
+    assert plus.mix.mode == "cutmix" and plus.mix.prob == 0.5
+    assert plus.aug.batched is not None  # data.loader=auto keeps the device loader on a GPU
+    cfg = make_cfg("experiment=resnet9_plus", "data.batch_size=8", "tune.lr_find=false",
+                   "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+                   "trainer.limit_test_batches=1", "data.loader=device")  # fmt: skip
+    results = train(cfg)
+    assert results["status"] == "completed" and results["ema"]["updates"] == 2
