@@ -32,7 +32,7 @@ DRIVERS = {"postgresql": "'psycopg[binary]'", "mysql": "pymysql (and mysql+pymys
 
 
 def journal_path(url: str) -> Path | None:
-    """``journal:/shared/study.log`` or ``journal:///shared/study.log`` -> the file."""
+    """``journal:/nfs/study.log`` or ``journal:///nfs/study.log`` -> the file."""
     if not url.startswith(JOURNAL):
         return None
     rest = url.removeprefix(JOURNAL)
