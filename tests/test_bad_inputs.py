@@ -170,7 +170,7 @@ CASES = [
     ("not_a_bool", ["test.enabled=maybe"], 2, "test.enabled='maybe' must be true or false"),
     ("sched_interval", ["sched.interval=hourly"], 2, "sched.interval='hourly' must be step or"),
     ("unknown_option", ["model=resnet999"], 2, "model=resnet999 is not an option"),
-    ("data_defaults", ["data=base"], 2, "use one of: data=cifar10, data=fake, data=imagef"),
+    ("data_defaults", ["data=base"], 2, "use one of: data=cifar10, data=cifar100, data=fake"),
     ("unknown_key", ["optim.lrr=0.1"], 2, "optim.lrr is not a config key"),
     ("bad_optimizer_arg", ["+optim.lrr=0.1"], 2, "unexpected keyword argument 'lrr'"),
     ("torch_rejects", ["optim=adam", "optim.betas=[0.9,1.5]"], 2, "Invalid beta parameter"),
