@@ -199,7 +199,7 @@ CASES = [
     ("resume_missing", ["resume=no/such/run"], 2, "resume=no/such/run: no such directory"),
     ("resume_not_a_run", ["resume={not_a_run}"], 2, "is not a run directory"),
     ("resume_bad_value", ["resume={good}", "trainer.max_epochs=0"], 2, "max_epochs=0 trains"),
-    ("resume_in_sweep", ["-m", "resume={good}"], 2, "cannot be part of a -m/--multirun sweep"),
+    ("resume_run_as_sweep", ["-m", "resume={good}"], 2, "that is not a sweep directory"),
     (
         "resume_longer_one_cycle",
         ["resume={good}", "trainer.max_epochs=3"],

@@ -142,7 +142,8 @@ def _dry(what: str, node: DictConfig, make: Callable[[], Any]) -> Any:
 
 
 class CheckBeforeRun(Callback):
-    """Hydra callback: check the composed config before Hydra makes the run directory."""
+    """Hydra callback: check the composed config before Hydra makes the run directory, and a
+    continued sweep before its first job."""
 
     def __init__(self, check: str = "cifar_lightning.run.checks.check_before_run") -> None:
         self.check = check
@@ -157,3 +158,10 @@ class CheckBeforeRun(Callback):
         # Exit here, not raise: Hydra turns a callback's exceptions into warnings.
         with known_choices(choices), exit_on_user_error():
             get_method(self.check)(cfg)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A sweep dir that holds a sweep continues it, with the same overrides only."""
+        from cifar_lightning.run.sweep_resume import check_same_sweep
+
+        with exit_on_user_error():
+            check_same_sweep(config)

@@ -23,6 +23,7 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 
 from cifar_lightning.atomic import atomic_write
 from cifar_lightning.errors import CheckpointError, ConfigError, RunInterrupted
+from cifar_lightning.run import sweep_resume
 from cifar_lightning.run.checkpoints import RECORD_KEY, check_resumable, read_checkpoint
 from cifar_lightning.run.config import parse_overrides
 from cifar_lightning.training.callbacks.interrupt import CheckpointOnInterrupt
@@ -69,10 +70,14 @@ def expand_argv(args: list[str]) -> list[str]:
                 else f"add resume=RUN_DIR; no run under {root}/ has a checkpoints/last.ckpt",
             )
         return args
+    if sweep_resume.is_sweep_dir(Path(resume).expanduser()):  # -m or not: the whole sweep
+        return sweep_resume.expand_argv(args, Path(resume).expanduser())
     if any(a in ("-m", "--multirun") for a in args):
         raise ConfigError(
-            "resume= continues one run; it cannot be part of a -m/--multirun sweep.",
-            fix="resume each run on its own: resume=outputs/multirun/<date>/<time>/<job>",
+            f"-m resume={resume}: that is not a sweep directory (it has no "
+            f"{sweep_resume.SWEEP_FILE}).",
+            fix="pass the directory the sweep printed (outputs/multirun/<date>/<time>), or "
+            "drop -m to continue one run",
         )
     if _value(args, "hydra.run.dir") is not None:
         raise ConfigError(
@@ -283,6 +288,12 @@ def _rewrite(path: Path, events: list[event_pb2.Event]) -> None:
 
 
 def command(cfg: DictConfig) -> str:
+    """The command that continues this run; in a sweep, the whole sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return f"python -m cifar_lightning.train -m resume={HydraConfig.get().sweep.dir}"
     return f"python -m cifar_lightning.train resume={cfg.paths.output_dir}"
 
 

@@ -9,9 +9,10 @@ import fcntl
 import itertools
 import logging
 import os
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,8 @@ from hydra.types import RunMode
 from joblib import effective_n_jobs
 from omegaconf import DictConfig
 
-from cifar_lightning.errors import ConfigError, JobFailed, UserError, report
-from cifar_lightning.run import record
+from cifar_lightning.errors import ConfigError, JobFailed, RunInterrupted, UserError, report
+from cifar_lightning.run import record, sweep_resume
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,24 @@ def sweep_job(cfg: DictConfig) -> Iterator[None]:
         if not (Path(cfg.paths.output_dir) / record.METRICS_FILE).exists():  # a config error
             failed = record.build(cfg, "failed", started, error=record.describe_error(error))
             record.write(cfg, failed)
+        if isinstance(error, RunInterrupted):  # SIGTERM / Ctrl-C: the sweep stops, not the job
+            report(error)
+            sys.exit(error.exit_code)  # launchers catch exceptions, not SystemExit
         if isinstance(error, UserError):
             report(error)  # the message as a single run prints it
             raise JobFailed(error.problem) from error
         raise
+
+
+def run_job(cfg: DictConfig, train: Callable[[DictConfig], dict[str, Any]]) -> float | None:
+    """One job: trained, continued from its ``last.ckpt``, or (completed in an earlier session
+    of the sweep) its recorded result (run/sweep_resume.py)."""
+    with sweep_job(cfg):
+        task = list(HydraConfig.get().overrides.task)
+        results = sweep_resume.continue_job(cfg, task) or train(cfg)
+        if results.get("status") == "pruned":  # an Optuna trial the study already knows
+            return None
+        return optimized_value(cfg, results)
 
 
 def optimized_value(cfg: DictConfig, results: dict[str, Any]) -> float | None:

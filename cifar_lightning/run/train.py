@@ -132,8 +132,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     if sweeps.in_sweep():  # one job of many: its failure fails this job only (run/sweeps.py)
-        with sweeps.sweep_job(cfg):
-            return sweeps.optimized_value(cfg, train(cfg))
+        return sweeps.run_job(cfg, train)
     with exit_on_user_error():
         try:
             results = train(cfg)

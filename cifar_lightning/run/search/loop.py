@@ -4,6 +4,7 @@ best trial. Each job is an ordinary training run in its own numbered directory."
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,9 @@ from cifar_lightning.run.search.study import direction, make_pruner, make_sample
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "optimization_results.yaml"
+# Each trial's user attributes: the sweep dir and job that ran it (a continued sweep counts
+# and cleans up its own trials only, the study may be shared), and whether it was cut off.
+SWEEP_DIR_ATTR, JOB_ATTR, INTERRUPTED_ATTR = "sweep_dir", "job", "interrupted"
 
 
 @dataclass
@@ -84,6 +88,7 @@ class Search:
     ) -> None:
         self.settings, self.config, self.launcher = settings, config, launcher
         self.validate = validate  # composes each job's config, as the launcher will
+        self.metric = str(config.get("optimized_metric"))
 
     def run(self, arguments: Sequence[str]) -> list[JobReturn]:
         s = self.settings
@@ -120,12 +125,24 @@ class Search:
             log.info("  %s: %s", key, dist)
 
         returns: list[JobReturn] = []
-        next_job, remaining = self._first_job_number(sweep_dir), int(s.n_trials)
+        mine = str(sweep_dir.resolve())
+        requeue_interrupted(study, mine, self.metric)  # a killed session's trials of this sweep dir
+        finished = len(finished_trials(study, mine))
+        if finished:
+            log.info("This sweep has %d of its %d trials already.", finished, s.n_trials)
+        next_job, remaining = self._first_job_number(sweep_dir), int(s.n_trials) - finished
         while remaining > 0:
             batch = min(int(s.n_jobs), remaining)
             trials = [study.ask(space.distributions) for _ in range(batch)]
+            for i, trial in enumerate(trials):
+                trial.set_user_attr(SWEEP_DIR_ATTR, mine)
+                trial.set_user_attr(JOB_ATTR, next_job + i)
             overrides = [[*space.overrides(t.params), trial_override(t, name, url)] for t in trials]
-            done = self.launcher.launch(overrides, initial_job_idx=next_job)
+            try:
+                done = self.launcher.launch(overrides, initial_job_idx=next_job)
+            except BaseException:  # SIGTERM / Ctrl-C stopped the sweep (run/sweeps.py)
+                requeue_interrupted(study, mine, self.metric)
+                raise
             failures = [self._tell(study, t, r) for t, r in zip(trials, done, strict=True)]
             returns.extend(done)
             next_job, remaining = next_job + batch, remaining - batch
@@ -192,6 +209,61 @@ class Search:
         atomic_write(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False).encode())
         log.info("Best parameters: %s", best.params)
         log.info("Best value: %s (trial %d)", best.value, best.number)
+
+
+def finished_trials(study: optuna.Study, sweep_dir: str) -> list[optuna.trial.FrozenTrial]:
+    """The trials this sweep dir ran to an end: completed, pruned, or failed by themselves
+    (not those a kill or SIGTERM cut off, which are re-queued). ``n_trials`` counts these."""
+    return [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.user_attrs.get(SWEEP_DIR_ATTR) == sweep_dir
+        and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        and not t.user_attrs.get(INTERRUPTED_ATTR)
+    ]
+
+
+def _recorded_outcome(sweep_dir: str, job: Any, metric: str) -> tuple[TrialState, Any] | None:
+    """How the job's ``metrics.json`` says a trial ended that the study was never told of (a
+    batch the sweep's SIGTERM cut short after some of its jobs had finished)."""
+    path = Path(sweep_dir) / str(job) / "metrics.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    value = record.get("metrics", {}).get(metric)
+    if record.get("status") == "completed" and _finite(value):
+        return TrialState.COMPLETE, float(value)
+    if record.get("status") == "pruned":
+        return TrialState.PRUNED, None
+    return None
+
+
+def requeue_interrupted(study: optuna.Study, sweep_dir: str, metric: str) -> int:
+    """Trials of ``sweep_dir`` left ``RUNNING`` (its process was killed, or SIGTERM stopped
+    the sweep) are marked failed, which is what they are to the sampler (no value), and their
+    parameters queued again, so the sweep's next session tries them first. Marked, not left
+    RUNNING: a RUNNING trial would count as in progress forever (report, pruners' medians).
+    Only this sweep dir's own trials: others sharing the study may be running now."""
+    storage = study._storage
+    cut_off = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.user_attrs.get(SWEEP_DIR_ATTR) == sweep_dir
+    ]
+    for trial in cut_off:
+        outcome = _recorded_outcome(sweep_dir, trial.user_attrs.get(JOB_ATTR), metric)
+        if outcome is not None:  # it did end; the study was not told
+            study.tell(trial.number, outcome[1], state=outcome[0])
+            continue
+        storage.set_trial_user_attr(trial._trial_id, INTERRUPTED_ATTR, True)
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        log.warning(
+            "Trial %d (job %s) was cut off: marked failed, its parameters queued again.",
+            trial.number, trial.user_attrs.get(JOB_ATTR),
+        )  # fmt: skip
+    return len(cut_off)
 
 
 def _finite(value: Any) -> bool:
