@@ -159,11 +159,12 @@ class RandomAffine(_Op):
         own values (no float copy): the same source pixel (rounded half to even), the fill
         where it falls outside."""
         n, c, h, w = images.shape
-        ix = torch.round(((gx + 1) * w - 1) / 2)
-        iy = torch.round(((gy + 1) * h - 1) / 2)
-        inside = (ix >= 0) & (ix <= w - 1) & (iy >= 0) & (iy <= h - 1)
-        flat = (iy.clamp(0, h - 1) * w + ix.clamp(0, w - 1)).long()
-        flat = torch.where(inside, flat, h * w).view(n, 1, h * w).expand(n, c, h * w)
+        ix = gx.add(1).mul_(w).sub_(1).div_(2).round_()
+        iy = gy.add(1).mul_(h).sub_(1).div_(2).round_()
+        cx, cy = ix.clamp(0, w - 1), iy.clamp(0, h - 1)
+        inside = (cx == ix).logical_and_(cy == iy)  # clamping moved nothing: inside
+        flat = torch.addcmul(cx, cy, cx.new_tensor(float(w))).long()
+        flat = flat.masked_fill_(~inside, h * w).view(n, 1, h * w).expand(n, c, h * w)
         fill = self.fill.like(images).view(1, c, 1).expand(n, c, 1)
         source = torch.cat((images.reshape(n, c, h * w), fill), dim=2)
         return source.gather(2, flat).view(n, c, h, w)

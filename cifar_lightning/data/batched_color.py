@@ -20,6 +20,7 @@ from cifar_lightning.data.batched_aug import PerImage, _Op, on_chosen
 from cifar_lightning.errors import ConfigError
 
 LUMA = (0.2989, 0.587, 0.114)  # torchvision's grey
+STEPS = ("brightness", "contrast", "saturation", "hue")  # ColorJitter's, by index
 
 
 def _unit(images: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -89,8 +90,11 @@ class ColorJitter(_Op):
                 x = x.floor_() if integer else x
             return x if images.is_floating_point() else x.to(images.dtype)
         factors = [one if p[k] is None else p[k] for k in ("brightness", "contrast", "saturation")]
-        for step in range(4):
-            which = p["order"][:, step]
+        # Each image's order with the unused steps left out: as many steps as ops in use.
+        used = torch.tensor([p[k] is not None for k in STEPS], device=x.device)
+        order = p["order"][used[p["order"]]].view(n, int(used.sum()))
+        for step in range(order.shape[1]):
+            which = order[:, step]
             if p["hue"] is not None:
                 hued = self._hue(x, p["hue"], images.dtype)
                 x = torch.where((which == 3).view(n, 1, 1, 1), hued, x)
