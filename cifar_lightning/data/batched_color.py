@@ -93,16 +93,16 @@ class ColorJitter(_Op):
         # Each image's order with the unused steps left out: as many steps as ops in use.
         used = torch.tensor([p[k] is not None for k in STEPS], device=x.device)
         order = p["order"][used[p["order"]]].view(n, int(used.sum()))
+        table = torch.stack([*factors, one], dim=1)  # (n, 4): each image's factor per op
         for step in range(order.shape[1]):
             which = order[:, step]
             if p["hue"] is not None:
                 hued = self._hue(x, p["hue"], images.dtype)
                 x = torch.where((which == 3).view(n, 1, 1, 1), hued, x)
-            f = torch.where(which == 0, factors[0], torch.where(which == 1, factors[1],
-                            torch.where(which == 2, factors[2], one))).view(n, 1, 1, 1)  # fmt: skip
+            f = table.gather(1, which.view(n, 1)).view(n, 1, 1, 1)
             grey = _grey(x, integer)
             target = torch.where((which == 1).view(n, 1, 1, 1), grey.mean(dim=(2, 3), keepdim=True),
-                                 torch.where((which == 2).view(n, 1, 1, 1), grey, 0.0))  # fmt: skip
+                                 grey * (which == 2).view(n, 1, 1, 1))  # fmt: skip
             # An image whose slot this step is a skipped op has f = 1 and target 0: unchanged.
             x = x.mul_(f).add_(target.mul(1 - f)).clamp_(0, bound)  # in place: one float batch
             if integer:
