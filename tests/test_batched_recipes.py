@@ -246,3 +246,16 @@ def test_the_kornia_comparison_runs_and_ours_match_torchvision():
     rows = {op: rest for op, *rest in compare(64)}
     assert len(rows) == 3 and all(r[0] > 0 and r[1] > 0 for r in rows.values())
     assert rows["rotation ±5°, nearest"][2] == 0 and rows["ColorJitter 0.2/0.2/0.2"][2] < 0.01
+
+
+@pytest.mark.parametrize("aug", ["seed000", "seed001", "crop_flip", "seed004"])
+def test_pixel_moves_in_a_row_are_one_gather_with_the_same_result(aug):
+    """Compose runs crop, flip and nearest warps as one composed gather: the same draws in
+    the same order, so pixel for pixel what the ops give one after another."""
+    compose = build(compose_config([f"aug={aug}"]).aug.batched, "aug")
+    images = smooth_images(64)
+    fused = compose(images, torch.Generator().manual_seed(5))
+    one_by_one, g = images, torch.Generator().manual_seed(5)
+    for op in compose.ops:
+        one_by_one = op(one_by_one, g)
+    assert torch.equal(fused, one_by_one)

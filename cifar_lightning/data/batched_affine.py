@@ -154,17 +154,39 @@ class RandomAffine(_Op):
             out = (out - fill) * mask + fill
         return _back(out, images)
 
-    def _nearest(self, images: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
-        """``grid_sample(mode="nearest", align_corners=False)`` as one gather of the image's
-        own values (no float copy): the same source pixel (rounded half to even), the fill
-        where it falls outside."""
-        n, c, h, w = images.shape
+    @property
+    def fill_key(self) -> tuple:
+        return tuple(self.fill.values)
+
+    @property
+    def moves_pixels(self) -> bool:
+        """Only a nearest warp moves whole pixels, so only it composes with crops and flips."""
+        return self.interpolation == "nearest"
+
+    def index_map(self, n: int, h: int, w: int, g: torch.Generator, dev) -> torch.Tensor:
+        p = self.sample(n, g, dev, (h, w))
+        inverse = torchvision_inverse(
+            self.sign * p["angle"], p["tx"], p["ty"], p["scale"], p["shear_x"], p["shear_y"]
+        )
+        return self._source_pixels(*torchvision_grid(inverse, h, w)).view(n, h * w)
+
+    def _source_pixels(self, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+        """Each output pixel's source (grid_sample's nearest: rounded half to even), h·w where
+        it falls outside the image."""
+        h, w = gx.shape[-2:]
         ix = gx.add(1).mul_(w).sub_(1).div_(2).round_()
         iy = gy.add(1).mul_(h).sub_(1).div_(2).round_()
         cx, cy = ix.clamp(0, w - 1), iy.clamp(0, h - 1)
         inside = (cx == ix).logical_and_(cy == iy)  # clamping moved nothing: inside
         flat = torch.addcmul(cx, cy, cx.new_tensor(float(w))).long()
-        flat = flat.masked_fill_(~inside, h * w).view(n, 1, h * w).expand(n, c, h * w)
+        return flat.masked_fill_(~inside, h * w)
+
+    def _nearest(self, images: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+        """``grid_sample(mode="nearest", align_corners=False)`` as one gather of the image's
+        own values (no float copy): the same source pixel (rounded half to even), the fill
+        where it falls outside."""
+        n, c, h, w = images.shape
+        flat = self._source_pixels(gx, gy).view(n, 1, h * w).expand(n, c, h * w)
         fill = self.fill.like(images).view(1, c, 1).expand(n, c, 1)
         source = torch.cat((images.reshape(n, c, h * w), fill), dim=2)
         return source.gather(2, flat).view(n, c, h, w)

@@ -170,6 +170,28 @@ class RandomCrop(_Op):
         dy, dx = _uniform_ints(-p, p, n, g, dev), _uniform_ints(-p, p, n, g, dev)
         return shift_images(images, dy, dx, self.padding_mode, self.fill)
 
+    moves_pixels = True  # an index_map: composes with other pixel moves (Compose)
+
+    @property
+    def fill_key(self) -> tuple | None:
+        return tuple(self.fill.values) if self.padding_mode == "constant" else None
+
+    def index_map(self, n: int, h: int, w: int, g: torch.Generator, dev) -> torch.Tensor:
+        """The same draws as a call: each output pixel's source pixel, ``h * w`` = the fill."""
+        p = self.padding
+        if p == 0:
+            return torch.arange(h * w, device=dev).expand(n, h * w)
+        if self.padding_mode == "reflect" and p >= min(h, w):
+            raise ValueError(f"reflect padding {p} needs images larger than {p} pixels")
+        dy, dx = _uniform_ints(-p, p, n, g, dev), _uniform_ints(-p, p, n, g, dev)
+        rows, row_ok = _source_index(h, dy, self.padding_mode)
+        cols, col_ok = _source_index(w, dx, self.padding_mode)
+        flat = (rows.view(n, h, 1) * w + cols.view(n, 1, w)).view(n, h * w)
+        if row_ok is None:
+            return flat
+        inside = (row_ok.view(n, h, 1) & col_ok.view(n, 1, w)).view(n, h * w)
+        return flat.masked_fill_(~inside, h * w)
+
     def per_image(self, size: int) -> PerImage:
         return PerImage(
             T.RandomCrop(size, self.padding, fill=self.fill.pil(), padding_mode=self.padding_mode)
@@ -206,9 +228,18 @@ class HorizontalFlip(_Op):
             raise ConfigError(f"batched HorizontalFlip p={p} must be in [0, 1].")
         self.p = p
 
+    fill_key, moves_pixels = None, True
+
     def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         flip = torch.rand(images.shape[0], generator=g, device=images.device) < self.p
         return torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
+
+    def index_map(self, n: int, h: int, w: int, g: torch.Generator, dev) -> torch.Tensor:
+        flip = torch.rand(n, generator=g, device=dev) < self.p
+        cols = torch.arange(w, device=dev)
+        cols = torch.where(flip.view(n, 1), w - 1 - cols, cols)  # (n, w)
+        rows = torch.arange(h, device=dev).view(1, h, 1) * w
+        return (rows + cols.view(n, 1, w)).view(n, h * w)
 
     def per_image(self, size: int) -> PerImage:
         return PerImage(T.RandomHorizontalFlip(self.p))
@@ -412,6 +443,41 @@ class AlternatingFlip(_Op):
         return PerImage(T.RandomHorizontalFlip(0.5))
 
 
+def _index_run(ops: Sequence, start: int) -> list:
+    """The ops from ``start`` on that only move whole pixels (``moves_pixels``: they have an
+    ``index_map``), with one fill between them."""
+    run, fill = [], None
+    for op in ops[start:]:
+        if not getattr(op, "moves_pixels", False):
+            break
+        key = op.fill_key
+        if key is not None and fill is not None and key != fill:
+            break
+        fill = key if key is not None else fill
+        run.append(op)
+    return run
+
+
+def _gather_through(images: torch.Tensor, run: list, g: torch.Generator) -> torch.Tensor:
+    """Pixel-moving ops in a row as one gather: each op's map (drawn in the op's order, so
+    the result is the ops' own, pixel for pixel) looked up through the ones before it."""
+    n, c, h, w = images.shape
+    dev, outside = images.device, h * w
+    composed = None
+    for op in run:
+        step = op.index_map(n, h, w, g, dev)
+        if composed is None:
+            composed = step
+        else:  # source of the source; a pixel read from outside stays outside
+            padded = torch.cat((composed, composed.new_full((n, 1), outside)), dim=1)
+            composed = padded.gather(1, step)
+    fills = [op for op in run if op.fill_key is not None]
+    fill = fills[0].fill.like(images) if fills else images.new_zeros(1, c, 1, 1)
+    source = torch.cat((images.reshape(n, c, h * w), fill.view(1, c, 1).expand(n, c, 1)), dim=2)
+    index = composed.view(n, 1, h * w).expand(n, c, h * w)
+    return source.gather(2, index).view(n, c, h, w)
+
+
 class Compose:
     """Run ``ops`` in order on a uint8 (N, C, H, W) batch; ``[]`` is no augmentation."""
 
@@ -425,13 +491,21 @@ class Compose:
     def __call__(
         self, images: torch.Tensor, g: torch.Generator, position: BatchPosition | None = None
     ) -> torch.Tensor:
-        for op in self.ops:
+        ops, i = self.ops, 0
+        while i < len(ops):
+            run = _index_run(ops, i)
+            if len(run) > 1:  # e.g. crop, flip, rotation, shear: one gather, not four
+                images = _gather_through(images, run, g)
+                i += len(run)
+                continue
+            op = ops[i]
             if getattr(op, "uses_position", False):
                 if position is None:
                     raise ValueError(f"{op!r} needs the batch's position (the device loader)")
                 images = op(images, g, position)
             else:
                 images = op(images, g)
+            i += 1
         return images
 
     def per_image(self, size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
