@@ -68,6 +68,7 @@ def test_cli_aug_mode_prints_a_table_then_one_json_line(tmp_path):
         "mode=aug",
         "data.fake_train_size=600",
         "bench.aug_images=512",
+        "bench.aug_batched_seconds=0",
         f"paths.output_root={tmp_path}",
         cwd=tmp_path,
     )
