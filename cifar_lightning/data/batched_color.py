@@ -79,16 +79,18 @@ class ColorJitter(_Op):
         """Four steps; in each, every image takes its own op. Brightness, contrast and
         saturation are all ``x * f + target * (1 - f)`` (target 0, the grey mean, the grey),
         so a step is one blend with per-image ``f`` and target, not three ops and a choice."""
+        n = images.shape[0]
+        if all(p[k] is None for k in ("contrast", "saturation", "hue")):  # the order is moot
+            if p["brightness"] is None:
+                return images
+            # torchvision's adjust_brightness: uint8 × float is float; the cast back truncates.
+            bound = 1.0 if images.is_floating_point() else 255.0
+            out = (images * p["brightness"].view(n, 1, 1, 1)).clamp_(0, bound)
+            return out if images.is_floating_point() else out.to(images.dtype)
         x, bound = _unit(images)
         integer = not images.is_floating_point()
         x = x if integer else x.clone()  # a uint8 batch was copied to float already
-        n = x.shape[0]
         one = x.new_ones(n)
-        if all(p[k] is None for k in ("contrast", "saturation", "hue")):  # the order is moot
-            if p["brightness"] is not None:
-                x = x.mul(p["brightness"].view(n, 1, 1, 1)).clamp_(0, bound)
-                x = x.floor_() if integer else x
-            return x if images.is_floating_point() else x.to(images.dtype)
         factors = [one if p[k] is None else p[k] for k in ("brightness", "contrast", "saturation")]
         # Each image's order with the unused steps left out: as many steps as ops in use.
         used = torch.tensor([p[k] is not None for k in STEPS], device=x.device)
