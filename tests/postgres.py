@@ -59,7 +59,10 @@ def server() -> Iterator[str]:
     def run(*args: str) -> None:
         subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
 
-    run(find_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync")
+    # UTF8 whatever the locale: under LANG=C (as CI runs) initdb picks SQL_ASCII, where psycopg
+    # hands text back as bytes and SQLAlchemy cannot read the server's version.
+    run(find_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync",
+        "-E", "UTF8", "--locale=C")  # fmt: skip
     options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
     run(find_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w",
         "start")  # fmt: skip

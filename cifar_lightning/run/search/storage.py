@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError, SQLAlchemyError
 
 from cifar_lightning.errors import ConfigError
 
@@ -67,7 +68,7 @@ def open_storage(url: str | None, sweep_dir: Path | None = None) -> BaseStorage:
         if (path := sqlite_path(url)) is not None:
             _ensure_folder(path, sweep_dir, url)
             fix = "check that the file is an Optuna database and can be written"
-        return RDBStorage(_with_driver(url), engine_kwargs=_engine_kwargs(url))
+        return _rdb_storage(url)
     except ConfigError:
         raise
     except ArgumentError as e:
@@ -89,6 +90,21 @@ def open_storage(url: str | None, sweep_dir: Path | None = None) -> BaseStorage:
         raise ConfigError(
             f"cannot reach the study's storage {shown(url)}: {_first_line(e)}", fix
         ) from None
+
+
+def _rdb_storage(url: str, attempts: int = 5) -> RDBStorage:
+    """Optuna's tables made on first use. Workers started together on a new database race
+    to make them; the loser's CREATE fails on a name the winner just took (PostgreSQL:
+    duplicate key in pg_type), and its next try finds the tables there."""
+    for attempt in range(attempts):
+        try:
+            return RDBStorage(_with_driver(url), engine_kwargs=_engine_kwargs(url))
+        except (IntegrityError, ProgrammingError) as e:  # duplicate key; table exists
+            lost_race = any(m in str(e) for m in ("duplicate key", "already exists"))
+            if not lost_race or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _ensure_folder(path: Path, sweep_dir: Path | None, url: str) -> None:
