@@ -166,7 +166,7 @@ def write_published(root: Path, names: list[str], per_severity: int, seed: int =
 def test_published_files_are_read_per_severity_and_checked(tmp_path):
     root = write_published(tmp_path / "c10c", ["fog"], per_severity=6)
     data, labels = np.load(root / "fog.npy"), np.load(root / "labels.npy")
-    got, got_labels = C.load_published(root, "fog", 3, 4)
+    got, got_labels = C.load_published(C.open_published(root, ["fog"]), "fog", 3, 4)
     assert np.array_equal(got, data[12:16]) and np.array_equal(got_labels, labels[12:16])
     with pytest.raises(C.DataError, match=r"snow\.npy does not exist"):
         C.open_published(root, ["fog", "snow"])

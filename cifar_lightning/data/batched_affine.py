@@ -115,7 +115,6 @@ class RandomAffine(_Op):
                 f"batched {name} interpolation={interpolation!r}: nearest or bilinear."
             )
         self.interpolation, self.fill = interpolation, _Fill(fill, f"batched {name}")
-        self._fill_value = fill
 
     def sample(self, n: int, g: torch.Generator, device, size: tuple[int, int]) -> dict:
         h, w = size

@@ -133,7 +133,16 @@ class ColorJitter(_Op):
         return PerImage(T.ColorJitter(*(list(r) if r else 0 for r in ranges)))
 
 
-class BrightnessContrast(_Op):
+class _Sometimes(_Op):
+    """An albumentations colour op: ``sample`` draws ``apply`` (p) and its values per image,
+    ``apply`` changes a batch; only the chosen images change."""
+
+    def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        params = self.sample(images.shape[0], g, images.device)
+        return on_chosen(images, params["apply"], self.apply, params)
+
+
+class BrightnessContrast(_Sometimes):
     """albumentations' ``RandomBrightnessContrast`` per image, with probability ``p``:
     ``x * (1 + c) + b * 255``, ``c`` from ``contrast_limit`` and ``b`` from
     ``brightness_limit``, clipped and truncated to uint8 as its lookup table does."""
@@ -164,10 +173,6 @@ class BrightnessContrast(_Op):
         out = _store(out, images, bound)
         return out if images.is_floating_point() else out.to(images.dtype)
 
-    def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        params = self.sample(images.shape[0], g, images.device)
-        return on_chosen(images, params["apply"], self.apply, params)
-
     def per_image(self, size: int) -> PerImage:
         import albumentations as A
 
@@ -178,7 +183,7 @@ class BrightnessContrast(_Op):
         )
 
 
-class HueSaturationValue(_Op):
+class HueSaturationValue(_Sometimes):
     """albumentations' ``HueSaturationValue`` per image, with probability ``p``, on OpenCV's
     8-bit HSV: hue (0–179, 2° steps) shifted within ``hue_shift_limit`` and wrapped,
     saturation and value within their limits (grey pixels stay grey)."""
@@ -217,10 +222,6 @@ class HueSaturationValue(_Op):
         if images.is_floating_point():
             out = out.clamp(0, 1)
         return out if images.is_floating_point() else out.to(images.dtype)
-
-    def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        params = self.sample(images.shape[0], g, images.device)
-        return on_chosen(images, params["apply"], self.apply, params)
 
     def per_image(self, size: int) -> PerImage:
         import albumentations as A

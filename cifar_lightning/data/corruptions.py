@@ -438,9 +438,11 @@ def open_published(root: Path, names: list[str] | tuple[str, ...]) -> dict[str, 
     return arrays
 
 
-def load_published(root: Path, name: str, severity: int, images: int) -> tuple[np.ndarray, ...]:
-    """The first ``images`` pictures of one severity in ``<root>/<name>.npy``, and labels."""
-    arrays = open_published(root, [name])
+def load_published(
+    arrays: dict[str, np.ndarray], name: str, severity: int, images: int
+) -> tuple[np.ndarray, ...]:
+    """The first ``images`` pictures of one severity of ``name``, and their labels, from the
+    files :func:`open_published` opened (memory-mapped: only these pictures are read)."""
     block = len(arrays[name]) // len(SEVERITIES)
     start = (severity - 1) * block
     take = slice(start, start + min(images, block))

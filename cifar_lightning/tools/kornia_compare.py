@@ -19,9 +19,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from cifar_lightning.data.batched_affine import RandomAffine, RandomRotation
-from cifar_lightning.data.batched_color import ColorJitter
-
-STEPS = ("brightness", "contrast", "saturation", "hue")
+from cifar_lightning.data.batched_color import STEPS, ColorJitter
 
 
 def images_per_s(fn: Callable[[], object], n: int, reps: int = 10) -> float:

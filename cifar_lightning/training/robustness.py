@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from cifar_lightning.data.corruptions import FAMILIES, corrupt, load_published
+from cifar_lightning.data.corruptions import FAMILIES, corrupt, load_published, open_published
 from cifar_lightning.training import figures
 from cifar_lightning.training.tta import tta_logits
 
@@ -57,6 +57,7 @@ def robustness(
     started, device = time.perf_counter(), torch.device(device)
     run = dict(prepare=prepare, tta=tta, device=device, batch_size=batch_size)
     clean = accuracy(net, images, labels, **run)
+    published = open_published(source, list(names)) if source is not None else None
     table: dict[str, list[float]] = {}
     for name in names:
         begun, row = time.perf_counter(), []
@@ -64,7 +65,7 @@ def robustness(
             if source is None:
                 shown, truth = corrupt(images, name, severity, seed), labels
             else:
-                pixels, truth = load_published(source, name, severity, len(images))
+                pixels, truth = load_published(published, name, severity, len(images))
                 shown, truth = torch.from_numpy(pixels).permute(0, 3, 1, 2), torch.from_numpy(truth)
             row.append(accuracy(net, shown, truth, **run))
         table[name] = row
