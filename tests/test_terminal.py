@@ -1,15 +1,20 @@
-"""What a run prints to the terminal: the model summary. In process, on Rich consoles of a
-chosen width."""
+"""What a run prints to the terminal: the model summary and log lines under a live progress
+bar. In process, on Rich consoles of a chosen width."""
 
 from __future__ import annotations
 
 import io
+import logging
+import sys
+import types
 
 import pytest
+import rich
 from rich.console import Console
 
 from cifar_lightning.run.config import build
 from cifar_lightning.training.callbacks import model_summary
+from cifar_lightning.training.callbacks.progress import ProgressBar
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +45,27 @@ def test_a_narrow_summary_drops_the_shapes_rather_than_wrap(depthwise):
     text = summary_text(depthwise, 60)
     assert "Out shape" not in text and "[32, 32, 32]" not in text
     assert "Mult-adds" in text and max(len(line) for line in text.splitlines()) <= 60
+
+
+def test_log_records_print_above_the_live_bar(monkeypatch):
+    """A handler made before the bar (as Hydra's and Lightning's are) writes through Rich's
+    proxy while the bar is live, and to its own stream again once it stops."""
+    screen, own = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(rich, "_console", None)  # the bar reconfigures the global console
+    monkeypatch.setattr(sys, "stdout", own)
+    handler = logging.StreamHandler(sys.stdout)
+    log = logging.getLogger("test_terminal.bar")
+    log.addHandler(handler)
+    try:
+        bar = ProgressBar(console_kwargs={"file": screen, "force_terminal": True, "width": 80})
+        testing = types.SimpleNamespace(state=types.SimpleNamespace(fn="test"))
+        testing.progress_bar_callback = bar
+        bar._init_progress(testing)  # as on_test_start calls it
+        bar.progress.add_task("Testing", total=4)
+        log.warning("Saved last.ckpt")
+        bar._stop_progress()
+        log.warning("after the bar")
+    finally:
+        log.removeHandler(handler)
+    assert "Saved last.ckpt\n" in screen.getvalue()  # a line of its own, via the console
+    assert own.getvalue() == "after the bar\n" and handler.stream is own

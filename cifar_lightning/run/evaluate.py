@@ -18,7 +18,6 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -35,6 +34,7 @@ from cifar_lightning.run.config import CONFIG_DIR, build, run_hydra
 from cifar_lightning.run.record import discard_unused_run_dir
 from cifar_lightning.run.trainer import device_name, make_trainer
 from cifar_lightning.training.calibration import calibration, fit_temperature, reliability_bins
+from cifar_lightning.training.callbacks.progress import ProgressBar
 from cifar_lightning.training.figures import publish
 from cifar_lightning.training.predictions import Results
 from cifar_lightning.training.robustness import corruption_figure, robustness
@@ -246,7 +246,7 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         log.warning("data.val_size=0: the run validated on the test set, so val = test here.")
     pictures = build(cfg.figures, "figures", split_name=split)
     loggers = [build(c, "logger") for c in cfg.logger.values() if c]
-    bar = [RichProgressBar()] if cfg.trainer.enable_progress_bar else []
+    bar = [ProgressBar()] if cfg.trainer.enable_progress_bar else []
     trainer = make_trainer(
         cfg.trainer, [*bar, pictures], loggers or False, output_dir, enable_checkpointing=False
     )
