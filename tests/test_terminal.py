@@ -1,5 +1,5 @@
-"""What a run prints to the terminal: the model summary and log lines under a live progress
-bar. In process, on Rich consoles of a chosen width."""
+"""What a run prints to the terminal: the model summary, log lines under a live progress bar,
+and metrics to 4 significant digits. In process, on Rich consoles of a chosen width."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import types
 
 import pytest
 import rich
+import torch
 from rich.console import Console
 
 from cifar_lightning.run.config import build
+from cifar_lightning.run.console import metrics_line, print_test_results, significant
 from cifar_lightning.training.callbacks import model_summary
 from cifar_lightning.training.callbacks.progress import ProgressBar
 
@@ -69,3 +71,15 @@ def test_log_records_print_above_the_live_bar(monkeypatch):
         log.removeHandler(handler)
     assert "Saved last.ckpt\n" in screen.getvalue()  # a line of its own, via the console
     assert own.getvalue() == "after the bar\n" and handler.stream is own
+
+
+def test_metrics_show_4_significant_digits(capsys):
+    assert significant(0.10000000149011612) == "0.1"
+    assert significant(torch.tensor(2.312882423400879)) == "2.313"
+    assert significant(3) == "3"
+    assert metrics_line({"test/acc": 0.09375, "val/acc_best": 0.109375}) == (
+        "test/acc 0.09375, val/acc_best 0.1094"
+    )
+    print_test_results([{"test/acc": torch.tensor(0.10000000149011612), "test/nll": 2.3128824}])
+    out = capsys.readouterr().out
+    assert "0.1 " in out and "2.313" in out and "0.1000000" not in out
