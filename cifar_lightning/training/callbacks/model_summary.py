@@ -11,6 +11,7 @@ a table wider than the terminal.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -45,33 +46,50 @@ def net_layers(model: nn.Module, max_depth: int) -> list[tuple[str, nn.Module]]:
     return layers
 
 
+# Columns a narrow terminal loses first, in this order, before the table wraps or cuts cells.
+OPTIONAL = ("Out shape", "Type", "Mult-adds")
+
+
 def summary_table(
-    model: L.LightningModule, max_depth: int, counted: cost.Cost | None, shapes: bool = True
+    model: L.LightningModule, max_depth: int, counted: cost.Cost | None, drop: Sequence[str] = ()
 ) -> Table:
-    """Index, name, type, parameters, multiply-adds and (``shapes``) the output shape per image."""
-    table = Table(header_style="bold magenta")
-    table.add_column(" ", style="dim")
-    table.add_column("Name", no_wrap=True)
-    table.add_column("Type", no_wrap=True)
-    table.add_column("Params", justify="right")
-    if counted is not None:
-        table.add_column("Mult-adds", justify="right")
-    if shapes and counted is not None:
-        table.add_column("Out shape", justify="right", no_wrap=True)
+    """Index, name, type, parameters, multiply-adds and output shape per image of each layer,
+    less the ``drop`` columns (and the costs when there are none)."""
+    rows = []
     for i, (name, module) in enumerate(net_layers(model, max_depth)):
-        row = [str(i), name, type(module).__name__]
-        row.append(get_human_readable_count(sum(p.numel() for p in module.parameters())))
+        row = {" ": str(i), "Name": name, "Type": type(module).__name__}
+        row["Params"] = get_human_readable_count(sum(p.numel() for p in module.parameters()))
         if counted is not None:
-            called = module in counted.shapes
-            row.append(get_human_readable_count(counted.macs.get(module, 0)) if called else "-")
-        if shapes and counted is not None:
-            row.append(str(counted.shapes.get(module, "-")))
-        table.add_row(*row)
+            called = module in counted.shapes  # a layer the forward pass never reached: "-"
+            row["Mult-adds"] = get_human_readable_count(counted.macs[module]) if called else "-"
+            row["Out shape"] = str(counted.shapes.get(module, "-"))
+        rows.append(row)
+    headers = [h for h in rows[0] if h not in drop] if rows else []
+    table = Table(header_style="bold magenta")
+    for header in headers:
+        numeric = header in ("Params", "Mult-adds", "Out shape")
+        table.add_column(header, justify="right" if numeric else "left", no_wrap=True,
+                         style="dim" if header == " " else None)  # fmt: skip
+    for row in rows:
+        table.add_row(*(row[h] for h in headers))
+    return table
+
+
+def fitting_table(
+    model: L.LightningModule, max_depth: int, counted: cost.Cost | None, console: Console
+) -> Table:
+    """:func:`summary_table` with as few :data:`OPTIONAL` columns dropped as ``console``'s
+    width needs (measured by Rich at the width the table wants, not the one it would get)."""
+    unbounded = console.options.update_width(10_000)
+    for n in range(len(OPTIONAL) + 1):
+        table = summary_table(model, max_depth, counted, drop=OPTIONAL[:n])
+        if Measurement.get(console, unbounded, table).maximum <= console.width:
+            break
     return table
 
 
 def show(model: L.LightningModule, max_depth: int, console: Console) -> None:
-    """Print the summary: the table (without shapes if they would not fit), then the totals."""
+    """Print the summary: the table, as wide as the console allows, then the totals."""
     counted = None
     example = getattr(model, "example_input_array", None)
     try:
@@ -79,18 +97,15 @@ def show(model: L.LightningModule, max_depth: int, console: Console) -> None:
     except Exception as error:  # a summary never stops a run; it just goes without costs
         log.warning("Model summary: multiply-adds not counted (%s: %s)", type(error).__name__,
                     error)  # fmt: skip
-    table = summary_table(model, max_depth, counted)
-    unbounded = console.options.update_width(10_000)  # the width it wants, not what it gets
-    if Measurement.get(console, unbounded, table).maximum > console.width:
-        table = summary_table(model, max_depth, counted, shapes=False)
+    table = fitting_table(model, max_depth, counted, console)
     console.print(table)
     params = [p for p in model.parameters() if not isinstance(p, UninitializedParameter)]
     trainable = sum(p.numel() for p in params if p.requires_grad)
     frozen = sum(p.numel() for p in params if not p.requires_grad)
     megabytes = sum(p.numel() * p.element_size() for p in params) / 1e6
     lines = [
-        f"[bold]Trainable params[/]: {get_human_readable_count(trainable)}",
-        f"[bold]Non-trainable params[/]: {get_human_readable_count(frozen)}",
+        f"[bold]Trainable params[/]: {get_human_readable_count(trainable).strip()}",
+        f"[bold]Non-trainable params[/]: {get_human_readable_count(frozen).strip()}",
         f"[bold]Params size[/]: {megabytes:.2f} MB",
     ]
     if counted is not None:
