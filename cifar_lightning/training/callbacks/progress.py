@@ -69,10 +69,11 @@ class ProgressBar(RichProgressBar):
         self._moved: list[tuple[logging.StreamHandler, IO[str]]] = []
 
     def _init_progress(self, trainer: L.Trainer) -> None:
-        super()._init_progress(trainer)
-        if self.progress is not None and not self._progress_stopped:
-            restore_handlers(self._moved)  # a new display brings new proxies
-            self._moved = terminal_handlers_to_rich()
+        live = None if self._progress_stopped else self.progress
+        super()._init_progress(trainer)  # a display only if none is live
+        if self.progress is not None and self.progress is not live:
+            restore_handlers(self._moved)
+            self._moved = terminal_handlers_to_rich()  # a new display brings new proxies
 
     def configure_columns(self, trainer: L.Trainer) -> list:
         """Lightning's columns; under 100 columns without the it/s one, which left the metrics
