@@ -23,10 +23,14 @@ from lightning.pytorch.callbacks.progress.rich_progress import (
     RichProgressBarTheme,
 )
 from rich.file_proxy import FileProxy
+from rich.progress import BarColumn
 
 # Metrics wherever the terminal shows them (bar, test table, results line): 4 significant digits.
 METRIC_FORMAT = ".4g"
 NARROW = 100  # terminals narrower than this get a bar without its it/s column
+# What the columns beside the bar take, with the spaces between them: "Epoch 10/19", "390/390",
+# "0:01:02 • 0:00:31", "val/acc_best: 0.1094" and one column spare; "12.34it/s".
+OTHER_COLUMNS, SPEED_COLUMN = 64, 10
 
 
 def terminal_handlers_to_rich() -> list[tuple[logging.StreamHandler, IO[str]]]:
@@ -76,11 +80,21 @@ class ProgressBar(RichProgressBar):
             self._moved = terminal_handlers_to_rich()  # a new display brings new proxies
 
     def configure_columns(self, trainer: L.Trainer) -> list:
-        """Lightning's columns; under 100 columns without the it/s one, which left the metrics
-        19 characters and wrapped ``val/acc_best: 0.1094`` in two."""
+        """Lightning's columns, the bar (40 wide) shortened to leave the rest their width, and
+        under 100 columns without the it/s one. A bar squeezed to the terminal's width wrapped
+        ``val/acc_best: 0.1094`` in two, and its last line then ended in the last column, where
+        the terminal's own ``^C`` echo wrapped onto a new line and Rich's redraw, one line
+        short, left a stale copy of the bar's first line."""
         columns = super().configure_columns(trainer)
-        if self._console is not None and self._console.width < NARROW:
+        if self._console is None:
+            return columns
+        width = self._console.width
+        if width < NARROW:
             columns = [c for c in columns if not isinstance(c, ProcessingSpeedColumn)]
+        others = OTHER_COLUMNS + (SPEED_COLUMN if width >= NARROW else 0)
+        for column in columns:
+            if isinstance(column, BarColumn):
+                column.bar_width = max(10, min(column.bar_width or 40, width - others))
         return columns
 
     def _stop_progress(self) -> None:
