@@ -65,6 +65,11 @@ def test_log_records_print_above_the_live_bar(monkeypatch):
         testing.progress_bar_callback = bar
         bar._init_progress(testing)  # as on_test_start calls it
         bar.progress.add_task("Testing", total=4)
+        frame = Console(file=io.StringIO(), width=80, record=True)
+        frame.print(bar.progress.get_renderable())
+        # short of the last column, where the terminal's ^C echo would wrap (no it/s at 80)
+        assert max(map(len, frame.export_text().splitlines())) < 80
+        assert "it/s" not in frame.export_text()
         log.warning("Saved last.ckpt")
         bar._stop_progress()
         log.warning("after the bar")
