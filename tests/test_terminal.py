@@ -43,6 +43,14 @@ def test_summary_lists_the_nets_layers_and_their_multiply_adds(depthwise):
     assert max(len(line) for line in text.splitlines()) <= 80
 
 
+def test_counting_the_cost_leaves_every_modules_mode_as_it_was(depthwise):
+    depthwise.train()
+    depthwise.net.c1.eval()  # e.g. a frozen stem
+    summary_text(depthwise, 80)
+    assert not depthwise.net.c1.training and depthwise.net.c2.training and depthwise.training
+    depthwise.train()
+
+
 def test_a_narrow_summary_drops_columns_rather_than_wrap_them(depthwise):
     text = summary_text(depthwise, 60)
     assert "Out shape" not in text and "[32, 32, 32]" not in text and "Sequential" in text

@@ -35,14 +35,20 @@ def count(
     net: nn.Module, example: torch.Tensor | None = None, depth: int = 3, **columns: Any
 ) -> Cost:
     """One forward pass of ``example`` (default one 3x32x32 image) under torchinfo, in eval
-    mode (no BatchNorm statistics move) on the net's own device and dtype."""
+    mode (no BatchNorm statistics move) on the net's own device and dtype; every module's
+    train/eval mode is as it was afterwards."""
     import torchinfo  # only where a cost is shown: not on every import of the package
 
     param = next(net.parameters(), None)
     example = torch.zeros(1, 3, 32, 32) if example is None else example
     if param is not None:
         example = example.to(device=param.device, dtype=param.dtype)
-    stats = torchinfo.summary(net, input_data=[example], depth=depth, verbose=0, **columns)
+    modes = {module: module.training for module in net.modules()}
+    try:
+        stats = torchinfo.summary(net, input_data=[example], depth=depth, verbose=0, **columns)
+    finally:  # torchinfo puts back the root's mode only: a net's frozen BatchNorm would train
+        for module, training in modes.items():
+            module.training = training
     macs: dict[nn.Module, int] = defaultdict(int)
     shapes: dict[nn.Module, list[int]] = {}
     leaves = [info for info in stats.summary_list if info.is_leaf_layer]

@@ -4,8 +4,8 @@ Lightning's ``RichModelSummary`` lists every submodule of the LightningModule, s
 rows were the loss and the dozen torchmetrics accumulators (0 parameters, ``?`` sizes), its
 FLOPs disagreed with ``python -m cifar_lightning.summary``'s multiply-adds, and at 80 columns its
 eight columns cut the types and wrapped the shapes. This one shows the net's layers only, costs
-them as the summary tool does (training/cost.py), and drops the shapes column rather than wrap
-a table wider than the terminal.
+them as the summary tool does (training/cost.py), and in a narrow terminal drops columns (the
+shapes, then the types, then the costs) rather than wrap or cut them.
 """
 
 from __future__ import annotations
