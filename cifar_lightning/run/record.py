@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from cifar_lightning.atomic import atomic_write
+from cifar_lightning.run.console import metrics_line
 from cifar_lightning.run.resume import drop_superseded_events
 from cifar_lightning.run.trainer import device_name
 from cifar_lightning.training.callbacks.ema import EMAWeights
@@ -118,8 +119,8 @@ def write(cfg: DictConfig, record: Mapping[str, Any], trainer: L.Trainer | None 
     atomic_write(path, (json.dumps(record, indent=2) + "\n").encode())
     if record["status"] == "completed":
         shown = ("val/acc_best", "test/acc", "test/acc_top5")
-        final = {k: round(v, 4) for k, v in record["metrics"].items() if k in shown and v}
-        log.info("Results in %s: %s", path, final)
+        final = {k: v for k, v in record["metrics"].items() if k in shown and v}
+        log.info("Results in %s: %s", path, metrics_line(final))
     if trainer is not None and trainer.state.fn is not None:  # it got to fit or test
         final = {k: v for k, v in record["metrics"].items() if v is not None}
         log_hparams(trainer.loggers, OmegaConf.to_container(cfg, resolve=True), final)
