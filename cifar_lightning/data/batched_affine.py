@@ -11,6 +11,7 @@ with a reflect-101 border, which is ``grid_sample``'s reflection about the outer
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -78,9 +79,17 @@ def torchvision_grid(inverse: torch.Tensor, h: int, w: int) -> tuple[torch.Tenso
     ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, h, device=inverse.device).view(1, h, 1)
     theta = inverse.to(torch.float32) / xs.new_tensor([0.5 * w, 0.5 * h]).view(1, 2, 1)
     t = theta.view(-1, 6, 1, 1)
-    gx = xs * t[:, 0] + ys * t[:, 1] + t[:, 2]
-    gy = xs * t[:, 3] + ys * t[:, 4] + t[:, 5]
+    gx = torch.add(xs * t[:, 0], ys * t[:, 1]).add_(t[:, 2])  # one (N, h, w) allocation each
+    gy = torch.add(xs * t[:, 3], ys * t[:, 4]).add_(t[:, 5])
     return gx, gy
+
+
+@functools.cache
+def _ring_table(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """Flat indices of an image with a one-pixel ring around it: h·w on the ring."""
+    table = torch.full((h + 2, w + 2), h * w, dtype=torch.long, device=device)
+    table[1:-1, 1:-1] = torch.arange(h * w, device=device).view(h, w)
+    return table.view(1, -1)
 
 
 class RandomAffine(_Op):
@@ -171,14 +180,15 @@ class RandomAffine(_Op):
 
     def _source_pixels(self, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
         """Each output pixel's source (grid_sample's nearest: rounded half to even), h·w where
-        it falls outside the image."""
+        it falls outside the image. Consumes ``gx`` and ``gy`` (in place: no float copies).
+        Reads outside are clamped onto a one-pixel ring around the image, and one lookup in a
+        small (h+2)·(w+2) table gives each pixel of that bordered image its flat index (the
+        ring: h·w): cheaper than masks of the four sides."""
         h, w = gx.shape[-2:]
-        ix = gx.add(1).mul_(w).sub_(1).div_(2).round_()
-        iy = gy.add(1).mul_(h).sub_(1).div_(2).round_()
-        cx, cy = ix.clamp(0, w - 1), iy.clamp(0, h - 1)
-        inside = (cx == ix).logical_and_(cy == iy)  # clamping moved nothing: inside
-        flat = torch.addcmul(cx, cy, cx.new_tensor(float(w))).long()
-        return flat.masked_fill_(~inside, h * w)
+        ix = gx.add_(1).mul_(w).sub_(1).div_(2).round_().clamp_(-1, w).add_(1)
+        iy = gy.add_(1).mul_(h).sub_(1).div_(2).round_().clamp_(-1, h).add_(1)
+        bordered = iy.mul_(w + 2).add_(ix).long().view(gx.shape[0], h * w)
+        return _ring_table(h, w, gx.device).expand(gx.shape[0], -1).gather(1, bordered)
 
     def _nearest(self, images: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
         """``grid_sample(mode="nearest", align_corners=False)`` as one gather of the image's
