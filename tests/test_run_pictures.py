@@ -10,6 +10,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from cifar_lightning.run.loggers import events_dir
 from cifar_lightning.training.callbacks.run_pictures import TrainingCurves
 from conftest import CLASSES, assert_png
 
@@ -19,7 +20,7 @@ RUN_PICTURES = ("curves", "confusion_matrix", "predictions", "misclassified")
 @pytest.fixture(scope="module")
 def events(trained_run):
     out, _ = trained_run
-    return EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0}).Reload()
+    return EventAccumulator(str(events_dir(out)), size_guidance={"images": 0}).Reload()
 
 
 def test_run_dir_holds_the_pictures(trained_run):
@@ -61,9 +62,12 @@ def test_hparams_tab_has_the_config_and_final_metrics(trained_run, events):
     assert "hp_metric" not in metric_names  # no placeholder metric
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     hparams = start.session_start_info.hparams
-    assert hparams["optim/lr"].number_value == pytest.approx(0.05)
-    assert hparams["model/_target_"].string_value.endswith("DepthwiseClassifier")
+    assert hparams["lr"].number_value == pytest.approx(0.05)
+    assert hparams["optimizer"].string_value == "SGD"
+    assert hparams["params"].number_value == results["params"]
     assert hparams["seed"].number_value == results["seed"]
+    assert not any("/" in name for name in hparams)  # readable names, not flattened config keys
+    assert "config/text_summary" in events.Tags()["tensors"]  # the full config, in TEXT
 
 
 def test_curves_follow_the_logged_metrics(trained_run, events):

@@ -79,6 +79,25 @@ def uint8(values: Any) -> list[int]:
     return [round(float(v) * 255) for v in values]
 
 
+_DATE, _TIME = re.compile(r"\d{4}-\d{2}-\d{2}"), re.compile(r"\d{2}-\d{2}-\d{2}(-\d+)?")
+
+
+def run_label(output_dir: str, task: str = "train") -> str:
+    """``${run_label:${paths.output_dir},${task_name}}``: a run's name in TensorBoard's run list
+    and HPARAMS and in MLflow, ``2026-12-02_21-40-05 depthwise`` (the run dir's date and time;
+    ``#3`` for a sweep's job 3; the experiment, else the model, else the task), so runs from
+    several directories stay apart and say what they are."""
+    parts = Path(str(output_dir)).parts
+    when = parts[-1] if parts else "run"
+    for i in range(len(parts) - 1):
+        if _DATE.fullmatch(parts[i]) and _TIME.fullmatch(parts[i + 1]):
+            when = f"{parts[i]}_{parts[i + 1]}"
+            if i + 2 < len(parts):  # a sweep's job number
+                when += f" #{'/'.join(parts[i + 2 :])}"
+    what = chosen_option("experiment") or chosen_option("model") or task
+    return f"{when} {what}"
+
+
 def register_resolvers() -> None:
     """Idempotent. ``claim_dir`` caches: Hydra resolves the run dir more than once, all must
     see one claim. ``mul`` scales a search range around the optimizer's default LR. The
@@ -88,6 +107,7 @@ def register_resolvers() -> None:
         "claim_dir": claim_dir,
         "uint8": uint8,
         "mul": lambda a, b: float(a) * float(b),
+        "run_label": run_label,
         "parallel_jobs": _deferred("sweeps", "parallel_jobs"),
         "processes_per_node": _deferred("distributed", "processes_per_node"),
         "gpus_per_node": _deferred("distributed", "gpus_per_node"),
