@@ -58,6 +58,10 @@ class TensorBoardLogger(_TensorBoardLogger):
         super().log_metrics(without_epoch(metrics), step)
 
 
+def mlflow_installed() -> bool:
+    return importlib.util.find_spec("mlflow") is not None
+
+
 class MLFlowLogger(_MLFlowLogger):
     """Lightning's MLFlowLogger without the ``epoch`` chart; a missing MLflow is one message.
 
@@ -65,7 +69,7 @@ class MLFlowLogger(_MLFlowLogger):
     resolve it against wherever the UI later runs."""
 
     def __init__(self, *args: Any, artifact_location: str | None = None, **kwargs: Any) -> None:
-        if importlib.util.find_spec("mlflow") is None:
+        if not mlflow_installed():
             raise ConfigError(
                 "logger=mlflow needs MLflow, which is not installed.",
                 fix="pip install 'cifar-lightning[mlflow]' (or pip install mlflow), or pick "
@@ -170,6 +174,7 @@ def log_hparams(
     config in TEXT as ``config``. Not Lightning's ``log_hyperparams(params, metrics)`` there: it
     also logs each metric at step 0, a bogus point. CSV: ``hparams.yaml``. MLflow: params, and
     the config as the artifact ``config.yaml``."""
+    from tensorboard.plugins.text.summary_v2 import text_pb
     from torch.utils.tensorboard.summary import hparams
 
     params = curated_hparams(config, record)
@@ -179,7 +184,7 @@ def log_hparams(
             writer = logger.experiment._get_file_writer()
             for summary in hparams(params, metrics):
                 writer.add_summary(summary)
-            logger.experiment.add_text("config", config_text(config))
+            writer.add_summary(text_pb("config", config_text(config)))  # the tag as named
             writer.flush()
         else:
             logger.log_hyperparams(params)
