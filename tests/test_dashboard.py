@@ -95,8 +95,7 @@ def tensorboard(dashboard_run):
 def test_run_is_named_by_its_time_and_model(dashboard_run, tensorboard):
     run_dir, record, _, _ = dashboard_run
     date, clock = run_dir.parts[-2:]
-    name = f"{date}_{clock} depthwise"
-    assert tensorboard("/data/runs") == [f"{date}/{clock}/tensorboard/{name}"]
+    assert tensorboard("/data/runs") == [f"{date}/{clock}/tensorboard/depthwise"]
     assert record["run_dir"] == str(run_dir)
 
 
@@ -118,8 +117,9 @@ def test_images_are_there(tensorboard):
 def test_hparams_are_the_curated_ones_with_the_final_metrics(dashboard_run, tensorboard):
     _, record, _, _ = dashboard_run
     experiment = tensorboard("/data/plugin/hparams/experiment", {"experimentName": ""})
-    names = {h["name"] for h in experiment["hparamInfos"]}
-    assert set(HPARAMS) <= names and not any("/" in n for n in names)
+    shown = [h["displayName"] for h in experiment["hparamInfos"]]  # in TensorBoard's order
+    assert shown[:5] == ["model", "experiment", "params", "optimizer", "lr"]
+    assert set(HPARAMS) <= set(shown) and not any("/" in n for n in shown)
     metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
     assert {"test/acc", "test/loss", "val/acc", "val/acc_best"} <= metrics
     statuses = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
@@ -127,7 +127,11 @@ def test_hparams_are_the_curated_ones_with_the_final_metrics(dashboard_run, tens
     (group,) = tensorboard("/data/plugin/hparams/session_groups", {**request, "sliceSize": 10})[
         "sessionGroups"
     ]
-    hparams = group["hparams"]
+    hparams = {k.split(" ", 1)[1]: v for k, v in group["hparams"].items()}  # "01 model"
+    assert (
+        group["name"]
+        == f"{record['run_dir'].split('/')[-2]}_{Path(record['run_dir']).name} depthwise"
+    )
     assert hparams["model"] == "depthwise" and hparams["optimizer"] == "SGD"
     assert hparams["params"] == record["params"] and hparams["data"] == "fake"
     values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}

@@ -61,12 +61,15 @@ def test_hparams_tab_has_the_config_and_final_metrics(trained_run, events):
     assert {"test/acc", "test/acc_top5", "val/acc_best"} <= metric_names
     assert "hp_metric" not in metric_names  # no placeholder metric
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
-    hparams = start.session_start_info.hparams
+    # Each name carries its column rank ("05 lr"), shown as its display name (run/loggers.py).
+    hparams = {k.split(" ", 1)[1]: v for k, v in start.session_start_info.hparams.items()}
     assert hparams["lr"].number_value == pytest.approx(0.05)
     assert hparams["optimizer"].string_value == "SGD"
     assert hparams["params"].number_value == results["params"]
     assert hparams["seed"].number_value == results["seed"]
     assert not any("/" in name for name in hparams)  # readable names, not flattened config keys
+    shown = [h.display_name for h in experiment.experiment.hparam_infos][:5]
+    assert shown == ["model", "experiment", "params", "optimizer", "lr"]  # the five shown first
     assert "config" in events.Tags()["tensors"]  # the full config, in TEXT
 
 

@@ -106,7 +106,7 @@ def curated_hparams(config: Mapping[str, Any], record: Mapping[str, Any]) -> dic
     """The hyper-parameters a person compares runs by, readable (``model: depthwise``, not
     ``model/_target_``), from the resolved config and the run's record; the full config goes
     beside them as text. Unset values are left out (HPARAMS would show them as "None")."""
-    from cifar_lightning.run.config import chosen_option
+    from cifar_lightning.run.config import chosen_option, run_label
 
     optim, sched = config.get("optim") or {}, config.get("sched") or {}
     data, trainer = config.get("data") or {}, config.get("trainer") or {}
@@ -117,8 +117,8 @@ def curated_hparams(config: Mapping[str, Any], record: Mapping[str, Any]) -> dic
     steps = trainer.get("limit_train_batches")
     scheduler = sched.get("scheduler") or {}
     max_epochs = trainer.get("max_epochs") or -1
+    run_dir, task = str((config.get("paths") or {}).get("output_dir", "")), config.get("task_name")
     params: dict[str, Any] = {
-        "run": run_name(config),
         "model": chosen_option("model") or record.get("model"),
         "experiment": chosen_option("experiment") or "none",
         "params": record.get("params"),
@@ -137,20 +137,11 @@ def curated_hparams(config: Mapping[str, Any], record: Mapping[str, Any]) -> dic
         "seed": config.get("seed"),
         "precision": record.get("precision") or trainer.get("precision"),
         "data": source,
+        "run": run_label(run_dir, task or "train"),
         "status": record.get("status"),
     }
     plain = (bool, int, float, str)
     return {k: v if isinstance(v, plain) else str(v) for k, v in params.items() if v is not None}
-
-
-def run_name(config: Mapping[str, Any]) -> str | None:
-    """The run's name as its loggers have it (``logger.tensorboard.version`` …)."""
-    for node in (config.get("logger") or {}).values():
-        if isinstance(node, Mapping):
-            name = node.get("version") or node.get("run_name")
-            if name:
-                return str(name)
-    return None
 
 
 def final_metrics(metrics: Mapping[str, float | None]) -> dict[str, float]:
@@ -170,30 +161,60 @@ def log_hparams(
 ) -> dict[str, Any]:
     """The curated hyper-parameters beside the final metrics, for every logger; returns them.
 
-    TensorBoard: HPARAMS (its metric columns read each tag's last logged value), the full
-    config in TEXT as ``config``. Not Lightning's ``log_hyperparams(params, metrics)`` there: it
-    also logs each metric at step 0, a bogus point. CSV: ``hparams.yaml``. MLflow: params, and
-    the config as the artifact ``config.yaml``."""
-    from tensorboard.plugins.text.summary_v2 import text_pb
-    from torch.utils.tensorboard.summary import hparams
+    TensorBoard: HPARAMS (see :func:`hparams_summaries`), the full config in TEXT as
+    ``config``. CSV: ``hparams.yaml``. MLflow: params, and the config as ``config.yaml``."""
+    from omegaconf import OmegaConf
 
     params = curated_hparams(config, record)
     metrics = final_metrics(record.get("metrics") or {})
     for logger in loggers:
         if isinstance(logger, _TensorBoardLogger):
+            from tensorboard.plugins.text.summary_v2 import text_pb
+
             writer = logger.experiment._get_file_writer()
-            for summary in hparams(params, metrics):
+            for summary in hparams_summaries(params, metrics, record.get("status")):
                 writer.add_summary(summary)
             writer.add_summary(text_pb("config", config_text(config)))  # the tag as named
             writer.flush()
         else:
             logger.log_hyperparams(params)
             if isinstance(logger, MLFlowLogger):
-                from omegaconf import OmegaConf
-
                 logger.log_text(OmegaConf.to_yaml(OmegaConf.create(dict(config))), "config.yaml")
             logger.save()
     return params
+
+
+def hparams_summaries(
+    params: Mapping[str, Any], metrics: Mapping[str, float], status: str | None
+) -> list[Any]:
+    """HPARAMS' three records, with TensorBoard's own API (its ``summary_v2`` protos).
+
+    TensorBoard sorts the columns by name and shows the first five, so each name carries its
+    rank (``03 params``) and shows as its display name (``params``): the table opens on model,
+    experiment, params, optimizer, lr. The metric columns read each tag's last logged value.
+    Not Lightning's ``log_hyperparams(params, metrics)``: it logs each metric at step 0 too."""
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+    from tensorboard.plugins.hparams import summary_v2 as hp
+
+    ranked = {
+        hp.HParam(f"{i:02d} {k}", display_name=k): v for i, (k, v) in enumerate(params.items(), 1)
+    }
+    columns = [hp.Metric(tag, display_name=tag) for tag in metrics]
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    ok = api_pb2.STATUS_SUCCESS if status == "completed" else api_pb2.STATUS_FAILURE
+    end = plugin_data_pb2.HParamsPluginData(
+        session_end_info=plugin_data_pb2.SessionEndInfo(status=ok),
+        version=metadata.PLUGIN_DATA_VERSION,
+    )
+    meta, null = metadata.create_summary_metadata(end), metadata.NULL_TENSOR
+    return [
+        hp.hparams_config_pb(list(ranked), columns),
+        hp.hparams_pb(ranked, trial_id=params.get("run")),
+        Summary(
+            value=[Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=meta, tensor=null)]
+        ),
+    ]
 
 
 def events_dir(run_dir: str | Path) -> Path:
