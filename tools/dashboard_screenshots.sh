@@ -40,7 +40,7 @@ shoot() {  # $1: name, $2: the URL's fragment
 .save('$docs/tensorboard_$1.png', optimize=True)"
   echo "$docs/tensorboard_$1.png"
 }
-shoot scalars "scalars"
 shoot custom_scalars "custom_scalars"
-shoot images "images&tagFilter=test%2F"
+shoot scalars "scalars&tagFilter=%5E(train%7Cval)%2F"   # ^(train|val)/
+shoot images "images&tagFilter=%5E(curves%7Ctest%2Fconfusion_matrix)%24"
 shoot hparams "hparams"
