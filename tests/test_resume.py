@@ -126,6 +126,32 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
     assert logged_steps(resumed, "val/acc") == logged_steps(reference, "val/acc")
 
 
+class SigtermInEpochZerosLastBatch(Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 0 and batch_idx == STEPS_PER_EPOCH - 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_run_stopped_at_an_epoch_end_resumes_exactly(reference, tmp_path, monkeypatch):
+    """A stop during an epoch's last batch saves after that epoch's validation (a save before
+    it, Lightning would resume by skipping the validation); the resumed epoch's train/loss_epoch
+    and train/acc start from empty accumulators, not the finished epoch's."""
+    from cifar_lightning.run import train as train_module
+
+    real = train_module.build_callbacks
+    extra = SigtermInEpochZerosLastBatch()
+    monkeypatch.setattr(train_module, "build_callbacks", lambda cfg: [*real(cfg), extra])
+    run = tmp_path / "run"
+    stopped = run_cli_in_process(*RUN, f"hydra.run.dir={run}", cwd=tmp_path)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert f"stopped on SIGTERM at step {STEPS_PER_EPOCH} " in stopped.stderr
+    assert logged_steps(run, "val/acc") == [STEPS_PER_EPOCH - 1]  # epoch 0's, before the save
+    monkeypatch.undo()
+    resumed = run_cli_in_process(f"resume={run}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(run, reference)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     """The same run, never interrupted."""

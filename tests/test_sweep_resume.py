@@ -2,8 +2,9 @@
 
 One grid sweep is killed twice (``kill -9`` of its process group, then SIGTERM) and continued
 twice; one Optuna search is stopped by SIGTERM, and a trial a ``kill -9`` would leave RUNNING
-is added, before it continues to ``n_trials``. The SIGTERMs go to this very process (the sweep
-runs in it, as ``run_cli_in_process`` runs commands): only ``kill -9`` needs a subprocess.
+is added, before it continues to ``n_trials`` and the trials of one never stopped. The
+SIGTERMs go to this very process (the sweep runs in it, as ``run_cli_in_process`` runs
+commands): only ``kill -9`` needs a subprocess.
 """
 
 from __future__ import annotations
@@ -215,3 +216,15 @@ def test_a_stopped_search_continues_to_n_trials(tmp_path):
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["trials"]["complete"] == 3
     assert sorted(p.parent.name for p in sweep.glob("*/metrics.json")) == ["0", "1", "2", "3"]
+
+    # The same search never stopped: the same trials, proposed and scored the same.
+    reference = tmp_path / "reference"
+    search[search.index(f"hydra.sweep.dir={sweep}")] = f"hydra.sweep.dir={reference}"
+    proc = run_cli_in_process(*search, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def completed(where: Path) -> list[tuple[dict, float]]:
+        study = optuna.load_study(study_name="s", storage=f"sqlite:///{where / 'optuna.db'}")
+        return [(t.params, t.value) for t in study.trials if t.state.name == "COMPLETE"]
+
+    assert completed(sweep) == completed(reference)

@@ -32,7 +32,7 @@ def test_summary_prints_the_figures_the_seeds_quote(
     summary.main([f"model={model}"])
     out = capsys.readouterr().out
     assert re.search(rf"trainable parameters\s+{params}\n", out)
-    assert re.search(rf"multiply-adds per image\s+{mult_adds}\n", out)
+    assert re.search(rf"multiply-adds per image\s+{mult_adds} \(1 multiply-add = 2 FLOPs\)\n", out)
     assert re.search(rf"receptive field\s+{rf} x {rf} px", out)
     assert "Layer (type:depth-idx)" in out and "Conv2d" in out  # torchinfo's layer table
     assert list(in_empty_dir.iterdir()) == []

@@ -18,7 +18,6 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -32,9 +31,11 @@ from cifar_lightning.errors import ConfigError, DataError, UserError, exit_on_us
 from cifar_lightning.run import schema
 from cifar_lightning.run.checkpoints import load_classifier, tested_checkpoint
 from cifar_lightning.run.config import CONFIG_DIR, build, run_hydra
+from cifar_lightning.run.console import significant
 from cifar_lightning.run.record import discard_unused_run_dir
 from cifar_lightning.run.trainer import device_name, make_trainer
 from cifar_lightning.training.calibration import calibration, fit_temperature, reliability_bins
+from cifar_lightning.training.callbacks.progress import ProgressBar
 from cifar_lightning.training.figures import publish
 from cifar_lightning.training.predictions import Results
 from cifar_lightning.training.robustness import corruption_figure, robustness
@@ -203,17 +204,19 @@ def print_summary(summary: dict[str, Any], results: Results, console: Console) -
         table.add_row(row["class"], f"{row['images']:,}", f"{row['correct']:,}", accuracy, confused)
     console.print(table)
     m = summary["metrics"]
+    loss = significant(m["loss"])
     console.print(
-        f"[bold]top-1 {m['acc']:.2%}[/]   top-5 {m['acc_top5']:.2%}   loss {m['loss']:.4f}   "
+        f"[bold]top-1 {m['acc']:.2%}[/]   top-5 {m['acc_top5']:.2%}   loss {loss}   "
         f"({summary['num_images']:,} images, {summary['data']})"
     )
     c = summary["calibration"]
-    line = f"calibration: ECE {c['ece']:.2%}, MCE {c['mce']:.2%}, NLL {c['nll']:.4f}, "
-    line += f"Brier {c['brier']:.4f}"
+    line = f"calibration: ECE {c['ece']:.2%}, MCE {c['mce']:.2%}, NLL {significant(c['nll'])}, "
+    line += f"Brier {significant(c['brier'])}"
     if "temperature" in c:
         a = c["after"]
-        line += (f"; with temperature {c['temperature']:.3f} (fitted on {c['fitted_on']}): "
-                 f"ECE {a['ece']:.2%}, NLL {a['nll']:.4f}, Brier {a['brier']:.4f}")  # fmt: skip
+        t, nll, brier = (significant(x) for x in (c["temperature"], a["nll"], a["brier"]))
+        line += (f"; with temperature {t} (fitted on {c['fitted_on']}): "
+                 f"ECE {a['ece']:.2%}, NLL {nll}, Brier {brier}")  # fmt: skip
     console.print(line)
     if "corruptions" in summary:
         print_corruptions(summary["corruptions"], console)
@@ -246,7 +249,7 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         log.warning("data.val_size=0: the run validated on the test set, so val = test here.")
     pictures = build(cfg.figures, "figures", split_name=split)
     loggers = [build(c, "logger") for c in cfg.logger.values() if c]
-    bar = [RichProgressBar()] if cfg.trainer.enable_progress_bar else []
+    bar = [ProgressBar()] if cfg.trainer.enable_progress_bar else []
     trainer = make_trainer(
         cfg.trainer, [*bar, pictures], loggers or False, output_dir, enable_checkpointing=False
     )

@@ -22,6 +22,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_lightning.atomic import atomic_write
+from cifar_lightning.run.console import metrics_line
 from cifar_lightning.run.loggers import log_hparams
 from cifar_lightning.run.resume import drop_superseded_events
 from cifar_lightning.run.trainer import device_name
@@ -118,8 +119,8 @@ def write(cfg: DictConfig, record: Mapping[str, Any], trainer: L.Trainer | None 
     atomic_write(path, (json.dumps(record, indent=2) + "\n").encode())
     if record["status"] == "completed":
         shown = ("val/acc_best", "test/acc", "test/acc_top5")
-        final = {k: round(v, 4) for k, v in record["metrics"].items() if k in shown and v}
-        log.info("Results in %s: %s", path, final)
+        final = {k: v for k, v in record["metrics"].items() if k in shown and v}
+        log.info("Results in %s: %s", path, metrics_line(final))
     if trainer is not None and trainer.state.fn is not None:  # it got to fit or test
         log_hparams(trainer.loggers, OmegaConf.to_container(cfg, resolve=True), record)
         for logger in trainer.loggers:

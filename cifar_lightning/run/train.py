@@ -75,8 +75,14 @@ def test(cfg: DictConfig, trainer: L.Trainer, model: Any, datamodule: Any) -> st
             "test accuracy and its test number is optimistic; test.ckpt=last avoids that."
         )
     use_best = cfg.test.ckpt == "best" and bool(best)
-    # The path, not "best": with several ModelCheckpoints Lightning would warn.
-    trainer.test(model, datamodule=datamodule, ckpt_path=best if use_best else None)
+    # The path, not "best": with several ModelCheckpoints Lightning would warn. Our table, not
+    # Lightning's: it prints every float in full (run/console.py).
+    ckpt_path = best if use_best else None
+    results = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    if trainer.is_global_zero:
+        from cifar_lightning.run.console import print_test_results
+
+        print_test_results(results)
     return "best" if use_best else "last"
 
 

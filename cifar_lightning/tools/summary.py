@@ -1,7 +1,8 @@
 """``python -m cifar_lightning.summary model=NAME``: what a net costs and what it sees.
 
 Prints torchinfo's layer table, the trainable parameters and multiply-adds per 32x32 image (the
-figures the seed READMEs quote from torchinfo) and the receptive field, layer by layer: hooks
+figures the seed READMEs quote from torchinfo; training's model summary counts the same way,
+training/cost.py) and the receptive field, layer by layer: hooks
 record conv and pooling layers in call order; ``rf += (kernel - 1) * dilation * jump`` and
 ``jump *= stride`` grow it up to the first layer that ends the spatial map (global pooling,
 flatten, linear). A residual branch runs after the input it adds to, so the chain follows the
@@ -15,13 +16,13 @@ from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 
 import torch
-import torchinfo
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 
 from cifar_lightning.errors import exit_on_user_error
 from cifar_lightning.run.config import build, compose_for_tool
+from cifar_lightning.training import cost
 from cifar_lightning.training.classifier import ImageClassifier
 
 _SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
@@ -89,10 +90,8 @@ COLUMNS = ("output_size", "kernel_size", "num_params", "mult_adds")
 
 
 def show(model: ImageClassifier, depth: int, console: Console) -> None:
-    stats = torchinfo.summary(
-        model.net, (1, 3, 32, 32), col_names=COLUMNS, col_width=16, depth=depth, verbose=0
-    )
-    print(stats)  # plain: torchinfo lays the table out itself, wider than a default console
+    counted = cost.count(model.net, depth=depth, col_names=COLUMNS, col_width=16)
+    print(counted.stats)  # plain: torchinfo lays the table out itself, wider than a default console
     rf = receptive_field(model.net)
     table = Table(title="Receptive field, layer by layer", title_justify="left")
     for column in ("layer", "type", "kernel", "stride", "dilation", "field (px)", "jump (px)"):
@@ -103,7 +102,8 @@ def show(model: ImageClassifier, depth: int, console: Console) -> None:
     beyond = " (more than the 32 px image)" if rf.size > 32 else ""
     console.print(f"[bold]{type(model).__name__}[/bold]")
     console.print(f"  trainable parameters      {model.num_parameters:,}")
-    console.print(f"  multiply-adds per image   {stats.total_mult_adds / 1e6:.2f} M")
+    macs = f"{cost.format_macs(counted.total)} ({cost.MAC_IN_FLOPS})"
+    console.print(f"  {cost.MACS}   {macs}")
     console.print(
         f"  receptive field           {rf.size} x {rf.size} px{beyond}: one unit of the last "
         "spatial feature map"

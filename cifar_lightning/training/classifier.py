@@ -8,6 +8,7 @@ Any ``nn.Module`` taking ``num_classes`` and returning logits trains here with n
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -174,6 +175,20 @@ class ImageClassifier(L.LightningModule):
             self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
             self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
             self._epoch_metrics_logged = True
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint saved once the epoch's last batch has trained holds the train
+        accumulators as the next epoch starts them (empty): Lightning empties them only after
+        the epoch-end checkpoints are written, and a run resumed there would otherwise fold
+        the finished epoch into the next one's train/loss_epoch and train/acc."""
+        trainer = self.trainer
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done < trainer.num_training_batches:
+            return
+        for name in ("train_loss", "train_acc"):
+            fresh = copy.deepcopy(getattr(self, name))
+            fresh.reset()
+            checkpoint["state_dict"].update(fresh.state_dict(prefix=f"{name}."))
 
     def _loggers_write_this_step(self) -> bool:
         """Lightning's rule for when ``Trainer(log_every_n_steps)`` writes a training step."""

@@ -108,13 +108,6 @@ class Search:
         url = absolute(str(s.storage or default_url(sweep_dir)))
         name = str(s.study_name or "cifar-lightning")
         study = open_study(storage, name, goal, sampler, pruner, url)
-        earlier = len(study.get_trials(deepcopy=False))
-        if earlier and s.sampler is not None and s.sampler.get("seed") is not None:
-            # A continued study with a fresh sampler of the same seed would propose its first
-            # (random start-up) trials again: shift the seed by the trials it already has.
-            shifted = OmegaConf.merge(s.sampler, {"seed": int(s.sampler.seed) + earlier})
-            study.sampler = make_sampler(shifted)
-            log.info("The study has %d trials already: sampler seed %s.", earlier, shifted.seed)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # as Hydra's basic sweeper does
         log.info(
@@ -132,8 +125,11 @@ class Search:
             log.info("This sweep has %d of its %d trials already.", finished, s.n_trials)
         next_job, remaining = self._first_job_number(sweep_dir), int(s.n_trials) - finished
         while remaining > 0:
-            batch = min(int(s.n_jobs), remaining)
-            trials = [study.ask(space.distributions) for _ in range(batch)]
+            # Trials cut off in an earlier session go first, in a batch of their own: the
+            # batches after it then see the trials an uninterrupted sweep's saw.
+            batch = min(int(s.n_jobs), remaining, retries_waiting(study, mine) or remaining)
+            position = len(finished_trials(study))
+            trials = [self._ask(study, space, position + i) for i in range(batch)]
             for i, trial in enumerate(trials):
                 trial.set_user_attr(SWEEP_DIR_ATTR, mine)
                 trial.set_user_attr(JOB_ATTR, next_job + i)
@@ -149,6 +145,17 @@ class Search:
             self._stop_if_failing([f for f in failures if f is not None], batch)
         self._write_best(study, sweep_dir)
         return returns
+
+    def _ask(self, study: optuna.Study, space: Any, position: int) -> optuna.Trial:
+        """The study's trial at ``position`` (finished trials before it), from a sampler
+        seeded with ``seed + position``: the proposal depends on the seed, the position and
+        the finished trials only, so a search continued after a kill proposes what the
+        uninterrupted one did. (One sampler kept for the search would carry its random state,
+        which no storage keeps.) Without a seed the sampler is left as it is."""
+        node = self.settings.sampler
+        if node is not None and node.get("seed") is not None:
+            study.sampler = make_sampler(OmegaConf.merge(node, {"seed": int(node.seed) + position}))
+        return study.ask(space.distributions)
 
     @staticmethod
     def _first_job_number(sweep_dir: Path) -> int:
@@ -211,16 +218,25 @@ class Search:
         log.info("Best value: %s (trial %d)", best.value, best.number)
 
 
-def finished_trials(study: optuna.Study, sweep_dir: str) -> list[optuna.trial.FrozenTrial]:
-    """The trials this sweep dir ran to an end: completed, pruned, or failed by themselves
-    (not those a kill or SIGTERM cut off, which are re-queued). ``n_trials`` counts these."""
+def finished_trials(
+    study: optuna.Study, sweep_dir: str | None = None
+) -> list[optuna.trial.FrozenTrial]:
+    """The trials ``sweep_dir`` (None: any) ran to an end: completed, pruned, or failed by
+    themselves (not those a kill or SIGTERM cut off, which are re-queued). ``n_trials``
+    counts these."""
     return [
         t
         for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get(SWEEP_DIR_ATTR) == sweep_dir
+        if (sweep_dir is None or t.user_attrs.get(SWEEP_DIR_ATTR) == sweep_dir)
         and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         and not t.user_attrs.get(INTERRUPTED_ATTR)
     ]
+
+
+def retries_waiting(study: optuna.Study, sweep_dir: str) -> int:
+    """This sweep's cut-off trials queued again (:func:`requeue_interrupted`), not yet run."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return sum(t.user_attrs.get(SWEEP_DIR_ATTR) == sweep_dir for t in waiting)
 
 
 def _recorded_outcome(sweep_dir: str, job: Any, metric: str) -> tuple[TrialState, Any] | None:
@@ -258,7 +274,8 @@ def requeue_interrupted(study: optuna.Study, sweep_dir: str, metric: str) -> int
             continue
         storage.set_trial_user_attr(trial._trial_id, INTERRUPTED_ATTR, True)
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        retry = {"retry_of": trial.number, SWEEP_DIR_ATTR: sweep_dir}
+        study.enqueue_trial(trial.params, user_attrs=retry)
         log.warning(
             "Trial %d (job %s) was cut off: marked failed, its parameters queued again.",
             trial.number, trial.user_attrs.get(JOB_ATTR),

@@ -91,11 +91,21 @@ class CheckpointOnInterrupt(Callback):
             raise SIGTERMException()
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        # Not after an epoch's last batch: Lightning resumes a save made there by skipping
+        # that epoch's validation. The save waits for the epoch's end, where Lightning's
+        # checkpoints save too (and periodic_checkpoint's last.ckpt then adds the best's record).
+        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if self.signal is not None and self.saved_path is None and not last:
+            self._save_and_stop(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.signal is not None and self.saved_path is None:
             self._save_and_stop(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.signal is not None and self.saved_path is None and not trainer.sanity_checking:
+        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch  # the epoch's end: wait
+        pending = self.signal is not None and self.saved_path is None
+        if pending and not trainer.sanity_checking and not last:
             self._save_and_stop(trainer)
 
     def _save_and_stop(self, trainer: L.Trainer) -> None:
