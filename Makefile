@@ -35,7 +35,8 @@ format: install ## ruff: fix lint findings that are safe to fix, and format
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-tensorboard: install ## TensorBoard over every run in outputs/
+tensorboard: install ## TensorBoard over every run in outputs/ (open it on CUSTOM SCALARS)
+	@echo "The training curves first: http://localhost:6006/#custom_scalars"
 	$(BIN)/tensorboard --logdir outputs
 
 # The shared folder beside the checkout: the GPU wheel fetcher and the CIFAR-10 JPEG tarball.

@@ -15,6 +15,7 @@ from torch.distributed import TCPStore
 from cifar_lightning.errors import ConfigError
 from cifar_lightning.run import distributed
 from cifar_lightning.run.config import build, claim_dir, compose_config
+from cifar_lightning.run.loggers import events_dir
 from cifar_lightning.run.train import build_trainer
 from conftest import REPO, run_cli
 from probes import image_digest
@@ -59,7 +60,7 @@ def assert_one_run(root: Path) -> Path:
     assert dated == [run_dir], f"more than one run dir: {dated}"
     results = json.loads(metrics.read_text())
     assert results["status"] == "completed" and results["run_dir"] == str(run_dir)
-    events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    events = list(events_dir(run_dir).glob("events.out.tfevents.*"))
     assert events, "no TensorBoard events"
     writers = {e.name.split(".")[4] for e in events}  # events.out.tfevents.<time>.<host>.<pid>.N
     assert len(writers) == 1, f"event files from several processes: {sorted(writers)}"

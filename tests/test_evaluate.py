@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from cifar_lightning.errors import CheckpointError, ConfigError
 from cifar_lightning.run.config import compose_config
 from cifar_lightning.run.evaluate import evaluate
+from cifar_lightning.run.loggers import events_dir
 from conftest import CLASSES, assert_png, run_cli, run_cli_in_process
 
 PICTURES = ("confusion_matrix", "class_accuracy", "predictions", "misclassified", "calibration")
@@ -66,7 +67,7 @@ def test_eval_json_and_pictures(evaluated):
 
 def test_tensorboard_has_the_images_and_scalars(evaluated):
     out, summary, _ = evaluated
-    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0}).Reload()
+    events = EventAccumulator(str(events_dir(out)), size_guidance={"images": 0}).Reload()
     assert {f"test/{p}" for p in PICTURES} <= set(events.Tags()["images"])
     assert events.Scalars("test/acc")[-1].value == pytest.approx(summary["metrics"]["acc"])
     assert events.Scalars("test/acc_class/cat")[-1].value == pytest.approx(

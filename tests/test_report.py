@@ -170,3 +170,16 @@ def test_a_real_two_seed_multirun(tmp_path):
     assert all(r["status"] == "completed" for r in rows[:2])
     assert all(0.0 <= float(r["test_acc"]) <= 1.0 for r in rows)
     assert_png(sweep / "val_acc.png")
+
+
+def test_curves_without_an_epoch_tag_count_epochs(tmp_path):
+    """Runs log no `epoch` scalar any more (run/loggers.py): the n-th value is epoch n."""
+    writer = SummaryWriter(str(tmp_path / "run" / "tensorboard" / "depthwise"))
+    for step, acc in ((7, 0.3), (15, 0.5), (15, 0.55), (23, 0.6)):  # step 15 logged twice
+        writer.add_scalar("val/acc", acc, step)
+    writer.close()
+    assert read_curve(tmp_path / "run") == [
+        (1.0, pytest.approx(0.3)),
+        (2.0, pytest.approx(0.55)),
+        (3.0, pytest.approx(0.6)),
+    ]

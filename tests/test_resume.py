@@ -24,6 +24,7 @@ from tensorboard.backend.event_processing.event_file_loader import RawEventFileL
 from tensorboard.compat.proto import event_pb2
 
 from cifar_lightning.errors import RunInterrupted
+from cifar_lightning.run.loggers import events_dir
 from conftest import run_cli_in_process
 
 STEPS_PER_EPOCH = 8
@@ -68,7 +69,7 @@ def event_steps(log_dir: Path, tag: str) -> list[int]:
 
 
 def logged_steps(run_dir: Path, tag: str = "train/loss") -> list[int]:
-    return event_steps(run_dir / "tensorboard", tag)
+    return event_steps(events_dir(run_dir), tag)
 
 
 def wait_for(condition, proc: subprocess.Popen, run: Path, timeout: float = 600) -> None:
@@ -85,7 +86,7 @@ def wait_for(condition, proc: subprocess.Popen, run: Path, timeout: float = 600)
         if time.monotonic() > deadline:
             proc.kill()
             pytest.fail("the run made no progress")
-        training = any((run / "tensorboard").glob(f"events.out.tfevents.*.{proc.pid}.*"))
+        training = any((run / "tensorboard").glob(f"*/events.out.tfevents.*.{proc.pid}.*"))
         if training:
             proc.send_signal(signal.SIGSTOP)
         if training and condition():
@@ -102,7 +103,7 @@ def checkpoint_step(path: Path) -> int:
 
 
 def curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    events = EventAccumulator(str(events_dir(run_dir))).Reload()
     return {t: [(e.step, e.value) for e in events.Scalars(t)] for t in events.Tags()["scalars"]}
 
 
@@ -200,7 +201,7 @@ def test_sigterm_then_kill_9_then_resume_ends_like_an_uninterrupted_run(referenc
     # 3. Resume again: same directory, same config, and the same run in the end.
     resumed = run_cli_in_process(f"resume={run}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert len({p.name.split(".")[-2] for p in (run / "tensorboard").glob("events.*")}) == 3
+    assert len({p.name.split(".")[-2] for p in events_dir(run).glob("events.*")}) == 3
     assert_same_run(run, reference)
 
 

@@ -10,6 +10,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from cifar_lightning.run.loggers import events_dir
 from cifar_lightning.training.callbacks.run_pictures import TrainingCurves
 from conftest import CLASSES, assert_png
 
@@ -19,7 +20,7 @@ RUN_PICTURES = ("curves", "confusion_matrix", "predictions", "misclassified")
 @pytest.fixture(scope="module")
 def events(trained_run):
     out, _ = trained_run
-    return EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0}).Reload()
+    return EventAccumulator(str(events_dir(out)), size_guidance={"images": 0}).Reload()
 
 
 def test_run_dir_holds_the_pictures(trained_run):
@@ -60,10 +61,16 @@ def test_hparams_tab_has_the_config_and_final_metrics(trained_run, events):
     assert {"test/acc", "test/acc_top5", "val/acc_best"} <= metric_names
     assert "hp_metric" not in metric_names  # no placeholder metric
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
-    hparams = start.session_start_info.hparams
-    assert hparams["optim/lr"].number_value == pytest.approx(0.05)
-    assert hparams["model/_target_"].string_value.endswith("DepthwiseClassifier")
+    # Each name carries its column rank ("05 lr"), shown as its display name (run/loggers.py).
+    hparams = {k.split(" ", 1)[1]: v for k, v in start.session_start_info.hparams.items()}
+    assert hparams["lr"].number_value == pytest.approx(0.05)
+    assert hparams["optimizer"].string_value == "SGD"
+    assert hparams["params"].number_value == results["params"]
     assert hparams["seed"].number_value == results["seed"]
+    assert not any("/" in name for name in hparams)  # readable names, not flattened config keys
+    shown = [h.display_name for h in experiment.experiment.hparam_infos][:5]
+    assert shown == ["model", "experiment", "params", "optimizer", "lr"]  # the five shown first
+    assert "config" in events.Tags()["tensors"]  # the full config, in TEXT
 
 
 def test_curves_follow_the_logged_metrics(trained_run, events):

@@ -14,6 +14,7 @@ from torch.overrides import TorchFunctionMode
 import cifar_lightning.run.train as train_module
 from cifar_lightning.errors import ConfigError
 from cifar_lightning.run.checkpoints import read_checkpoint
+from cifar_lightning.run.loggers import events_dir
 from cifar_lightning.run.train import train
 from cifar_lightning.training.callbacks.speed import compile_options
 
@@ -105,7 +106,7 @@ def test_training_steps_do_not_wait_for_the_device(make_cfg, monkeypatch, tmp_pa
         if step not in logging_steps:
             assert not watch.per_step[step], (step, dict(watch.per_step[step]))
     # On the steps the logger writes, the loss is read back once and logged.
-    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    events = EventAccumulator(str(events_dir(out))).Reload()
     assert [e.step for e in events.Scalars("train/loss")] == sorted(logging_steps)
     assert [e.step for e in events.Scalars("train/lr")] == sorted(logging_steps)
     assert len(events.Scalars("train/loss_epoch")) == 1 and len(events.Scalars("train/acc")) == 1

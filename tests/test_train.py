@@ -9,6 +9,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from cifar_lightning.run.loggers import events_dir
 from cifar_lightning.run.train import train
 from cifar_lightning.training.architectures import DepthwiseClassifier
 from conftest import run_cli, run_cli_in_process
@@ -70,7 +71,7 @@ def test_run_dir_holds_metrics_checkpoints_and_tensorboard(short_run):
 
 def test_tensorboard_has_the_scalars(short_run):
     out, results = short_run
-    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    events = EventAccumulator(str(events_dir(out))).Reload()
     tags = set(events.Tags()["scalars"])
     for tag in (
         "train/loss",
@@ -91,7 +92,7 @@ def test_tensorboard_has_the_scalars(short_run):
 def test_onecycle_ran_for_exactly_the_trainers_steps(short_run):
     out, results = short_run
     assert results["global_step"] == 2 * (256 // 32)
-    lrs = [e.value for e in EventAccumulator(str(out / "tensorboard")).Reload().Scalars("train/lr")]
+    lrs = [e.value for e in EventAccumulator(str(events_dir(out))).Reload().Scalars("train/lr")]
     # One cycle: warm up to the peak, then anneal to max_lr / (div * final_div).
     peak = max(lrs)
     assert peak == pytest.approx(0.05, rel=0.05)
@@ -165,7 +166,7 @@ def test_cli_single_run_lands_in_a_dated_dir(tmp_path):
     (metrics,) = tmp_path.glob("*/*/metrics.json")
     assert metrics.parent.parent.name.count("-") == 2  # outputs/<YYYY-MM-DD>/<HH-MM-SS>
     assert (metrics.parent / ".hydra" / "config.yaml").exists()
-    assert list((metrics.parent / "tensorboard").glob("events.out.tfevents.*"))
+    assert list(events_dir(metrics.parent).glob("events.out.tfevents.*"))
 
 
 BAD_VALUES = [

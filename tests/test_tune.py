@@ -9,6 +9,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cifar_lightning.errors import ConfigError, UserError
+from cifar_lightning.run.loggers import events_dir
 from cifar_lightning.run.train import train
 from cifar_lightning.training.architectures import DepthwiseClassifier
 
@@ -48,14 +49,14 @@ def test_suggestion_becomes_the_lr_and_the_one_cycle_peak(tuned):
     assert model.hparams.optimizer["lr"] == lr
     assert model.hparams.scheduler["scheduler"]["max_lr"] == lr
     # The logged LR really peaks there.
-    lrs = [e.value for e in EventAccumulator(str(out / "tensorboard")).Reload().Scalars("train/lr")]
+    lrs = [e.value for e in EventAccumulator(str(events_dir(out))).Reload().Scalars("train/lr")]
     assert max(lrs) == pytest.approx(lr, rel=1e-4)
 
 
 @pytest.mark.slow
 def test_plot_and_aug_preview_are_in_tensorboard(tuned):
     out, _, _ = tuned
-    images = EventAccumulator(str(out / "tensorboard")).Reload().Tags()["images"]
+    images = EventAccumulator(str(events_dir(out))).Reload().Tags()["images"]
     assert "tune/lr_find" in images and "aug/preview" in images
     assert (out / "aug_preview.png").read_bytes()[:8] == PNG_MAGIC
 

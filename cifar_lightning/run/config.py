@@ -79,6 +79,29 @@ def uint8(values: Any) -> list[int]:
     return [round(float(v) * 255) for v in values]
 
 
+_DATE, _TIME = re.compile(r"\d{4}-\d{2}-\d{2}"), re.compile(r"\d{2}-\d{2}-\d{2}(-\d+)?")
+
+
+def run_label(output_dir: str, task: str = "train", when: bool = True) -> str:
+    """``${run_label:${paths.output_dir},${task_name}}``: a run's name in MLflow and in
+    HPARAMS' ``run`` column, ``2026-12-02_21-40-05 depthwise`` (the run dir's date and time;
+    ``#3`` for a sweep's job 3; the experiment, else the model, else the task), so runs from
+    several directories stay apart and say what they are. ``when=false``: the name alone, for
+    TensorBoard's run list, whose names are paths that hold the date and time already
+    (``2026-12-02/21-40-05/tensorboard/depthwise``)."""
+    what = chosen_option("experiment") or chosen_option("model") or task
+    if not when:
+        return what
+    parts = Path(str(output_dir)).parts
+    stamp = parts[-1] if parts else "run"
+    for i in range(len(parts) - 1):
+        if _DATE.fullmatch(parts[i]) and _TIME.fullmatch(parts[i + 1]):
+            stamp = f"{parts[i]}_{parts[i + 1]}"
+            if i + 2 < len(parts):  # a sweep's job number
+                stamp += f" #{'/'.join(parts[i + 2 :])}"
+    return f"{stamp} {what}"
+
+
 def register_resolvers() -> None:
     """Idempotent. ``claim_dir`` caches: Hydra resolves the run dir more than once, all must
     see one claim. ``mul`` scales a search range around the optimizer's default LR. The
@@ -88,6 +111,7 @@ def register_resolvers() -> None:
         "claim_dir": claim_dir,
         "uint8": uint8,
         "mul": lambda a, b: float(a) * float(b),
+        "run_label": run_label,
         "parallel_jobs": _deferred("sweeps", "parallel_jobs"),
         "processes_per_node": _deferred("distributed", "processes_per_node"),
         "gpus_per_node": _deferred("distributed", "gpus_per_node"),

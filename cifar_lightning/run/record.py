@@ -20,10 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.tensorboard.summary import hparams
 
 from cifar_lightning.atomic import atomic_write
 from cifar_lightning.run.console import metrics_line
+from cifar_lightning.run.loggers import log_hparams
 from cifar_lightning.run.resume import drop_superseded_events
 from cifar_lightning.run.trainer import device_name
 from cifar_lightning.training.callbacks.ema import EMAWeights
@@ -122,37 +122,10 @@ def write(cfg: DictConfig, record: Mapping[str, Any], trainer: L.Trainer | None 
         final = {k: v for k, v in record["metrics"].items() if k in shown and v}
         log.info("Results in %s: %s", path, metrics_line(final))
     if trainer is not None and trainer.state.fn is not None:  # it got to fit or test
-        final = {k: v for k, v in record["metrics"].items() if v is not None}
-        log_hparams(trainer.loggers, OmegaConf.to_container(cfg, resolve=True), final)
+        log_hparams(trainer.loggers, OmegaConf.to_container(cfg, resolve=True), record)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # one value per step after a resume
                 drop_superseded_events(logger.log_dir)
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"optim": {"lr": 0.1}}`` -> ``{"optim/lr": 0.1}``; lists and None become strings."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}/"))
-        else:
-            flat[name] = value if isinstance(value, bool | int | float | str) else str(value)
-    return flat
-
-
-def log_hparams(loggers: list, config: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
-    """The config beside the final numbers, for TensorBoard's HPARAMS tab. Not Lightning's
-    ``log_hyperparams(params, metrics)``: it also logs each metric at step 0, a bogus point."""
-    flat = flatten(config)
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            writer = logger.experiment._get_file_writer()
-            for summary in hparams(flat, dict(metrics)):
-                writer.add_summary(summary)
-            writer.flush()
-        else:
-            logger.log_hyperparams(flat)
 
 
 def discard_unused_run_dir(cfg: DictConfig) -> None:

@@ -112,7 +112,10 @@ class Trainer:
         fix="use a positive number of epochs (or -1 with trainer.max_steps)",
     )  # fmt: skip
     max_steps: int = checked(-1, lambda v: v >= 1 or v == -1, "must be >= 1 or -1", "1000")
-    log_every_n_steps: int = checked(50, at_least(1), "must be at least 1", "50")
+    log_every_n_steps: Any = checked(
+        "auto", lambda v: v == "auto" or (isinstance(v, int) and v >= 1),
+        "must be auto or a number of steps, at least 1", "auto",
+    )  # fmt: skip
     accumulate_grad_batches: int = checked(1, at_least(1), "must be at least 1", "1")
     num_sanity_val_steps: int = checked(2, at_least(-1), "must be -1 or more", "2")
     check_val_every_n_epoch: int | None = checked(1, at_least(1), "must be at least 1", "1")

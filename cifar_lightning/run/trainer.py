@@ -111,6 +111,11 @@ def make_trainer(
 ) -> L.Trainer:
     """``L.Trainer(**trainer, **overrides)``; a value Lightning rejects is a ConfigError."""
     kwargs = trainer_kwargs(trainer, **overrides)
+    if kwargs.get("log_every_n_steps") == "auto":  # a few times an epoch, set at train start
+        from cifar_lightning.training.callbacks.log_interval import PLACEHOLDER, EpochLogInterval
+
+        kwargs["log_every_n_steps"] = PLACEHOLDER
+        callbacks = [*callbacks, EpochLogInterval()]
     try:
         return L.Trainer(
             **kwargs,

@@ -114,7 +114,9 @@ def read_curve(run: Path, tag: str = "val/acc") -> list[tuple[float, float]]:
     """(epoch, value) points of ``tag`` from the run's TensorBoard events; [] if none."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    logdir = run / "tensorboard" if (run / "tensorboard").is_dir() else run
+    from cifar_lightning.run.loggers import events_dir
+
+    logdir = events_dir(run) if (run / "tensorboard").is_dir() else run
     if not any(logdir.glob("events.out.tfevents.*")):
         return []
     # Keep every scalar, skip the pictures: a run's images would only cost memory here.
@@ -123,13 +125,16 @@ def read_curve(run: Path, tag: str = "val/acc") -> list[tuple[float, float]]:
     tags = events.Tags().get("scalars", [])
     if tag not in tags:
         return []
-    # Lightning logs the epoch beside every metric; plot against epochs so that runs with
-    # different batch sizes (and so different step counts) line up.
-    epoch_at = {e.step: e.value for e in events.Scalars("epoch")} if "epoch" in tags else {}
-    points: dict[float, float] = {}
+    # Plot against epochs so that runs with different batch sizes (and so different step
+    # counts) line up. Older runs logged Lightning's epoch beside every metric; ours do not
+    # (run/loggers.py), and an epoch metric is logged once per epoch: the n-th step is epoch n.
+    by_step: dict[int, float] = {}
     for e in events.Scalars(tag):
-        x = epoch_at[e.step] + 1 if e.step in epoch_at else float(e.step)
-        points[x] = e.value  # a resumed run may log an epoch twice: keep the last value
+        by_step[e.step] = e.value  # a resumed run may log an epoch twice: keep the last value
+    if "epoch" not in tags:
+        return [(float(n), by_step[s]) for n, s in enumerate(sorted(by_step), start=1)]
+    epoch_at = {e.step: e.value for e in events.Scalars("epoch")}
+    points = {epoch_at[s] + 1 if s in epoch_at else float(s): v for s, v in by_step.items()}
     return sorted(points.items())
 
 

@@ -89,7 +89,9 @@ class ImageClassifier(L.LightningModule):
         std: Sequence[float] = CIFAR10_STD,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()  # the subclass's arguments too: a checkpoint rebuilds it
+        # The subclass's arguments too: a checkpoint rebuilds it. Not to the loggers: they get
+        # the hyper-parameters a person compares, at the end (run/loggers.py).
+        self.save_hyperparameters(logger=False)
         num_classes = len(class_names)
         spec = net or self.NET
         if spec is None:

@@ -22,8 +22,10 @@ from cifar_lightning.errors import TrainingDiverged
 
 
 class StopOnNonFiniteLoss(Callback):
-    def __init__(self, check_every_n_steps: int = 50) -> None:
-        if check_every_n_steps < 1:
+    def __init__(self, check_every_n_steps: int | str = 50) -> None:
+        """``check_every_n_steps="auto"``: on the steps the loggers write (the Trainer's
+        ``log_every_n_steps`` as it is then: ``auto`` sets it at train start)."""
+        if check_every_n_steps != "auto" and int(check_every_n_steps) < 1:
             raise ValueError(f"check_every_n_steps={check_every_n_steps} must be at least 1")
         self.check_every_n_steps = check_every_n_steps
         self._first_bad: torch.Tensor | None = None  # step index, -1 while all is well
@@ -50,7 +52,9 @@ class StopOnNonFiniteLoss(Callback):
         first_fault = ~torch.isfinite(loss) & (self._first_bad < 0)
         self._first_bad = torch.where(first_fault, self._step, self._first_bad)
         self._bad_loss = torch.where(first_fault, loss, self._bad_loss)
-        if (self._step + 1) % self.check_every_n_steps == 0:
+        every = self.check_every_n_steps
+        every = trainer.log_every_n_steps if every == "auto" else int(every)
+        if (self._step + 1) % every == 0:
             self.check(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
