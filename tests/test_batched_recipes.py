@@ -12,6 +12,7 @@ HSV conversion) — all under the 2/255 bar.
 
 from __future__ import annotations
 
+import weakref
 from types import SimpleNamespace
 
 import albucore
@@ -23,6 +24,8 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from albumentations.augmentations.geometric import functional as fgeometric
 from albumentations.augmentations.pixel import functional as fpixel
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from cifar_lightning.data import CIFAR10DataModule
 from cifar_lightning.data.batched_affine import AlbumentationsAffine, RandomAffine, RandomRotation
@@ -259,3 +262,55 @@ def test_pixel_moves_in_a_row_are_one_gather_with_the_same_result(aug):
     for op in compose.ops:
         one_by_one = op(one_by_one, g)
     assert torch.equal(fused, one_by_one)
+
+
+class FloatPeak(TorchDispatchMode):
+    """The most float32 bytes that tensors made inside the block held at once (a tensor
+    counts until its last Python reference goes; views share their base's bytes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live, self.peak, self.sizes = 0, 0, {}
+
+    def _freed(self, pointer: int) -> None:
+        self.live -= self.sizes.pop(pointer, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                storage = t.untyped_storage()
+                if storage.nbytes() and storage.data_ptr() not in self.sizes:
+                    self.sizes[storage.data_ptr()] = storage.nbytes()
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(t, self._freed, storage.data_ptr())
+        return out
+
+
+MEMORY_CASES = {
+    "albumentations affine, reflect": AlbumentationsAffine((-0.1, 0.1), (0.9, 1.1), (-15, 15)),
+    "albumentations affine, fill": AlbumentationsAffine(
+        (-0.1, 0.1), (0.9, 1.1), (-15, 15), border="constant", fill=0.5
+    ),
+    "bilinear torchvision affine, fill": RandomAffine(
+        10, (0.1, 0.1), (0.9, 1.1), 5, "bilinear", 0.5
+    ),
+    "colour jitter with hue": ColorJitter(0.4, 0.4, 0.4, 0.1),
+    "brightness-contrast": BrightnessContrast(p=1.0),
+    "hue-saturation-value": HueSaturationValue(p=1.0),
+}
+
+
+@pytest.mark.parametrize("name", [*MEMORY_CASES, "seed000", "seed001", "seed003"])
+def test_no_op_holds_more_than_one_extra_float_batch(name):
+    """The issue's memory bound: the heavy ops work in slices (batched_aug.in_slices)."""
+    images = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8)
+    if name in MEMORY_CASES:
+        op = MEMORY_CASES[name]
+    else:
+        op = build(compose_config([f"aug={name}"]).aug.batched, "aug")
+    with FloatPeak() as memory:
+        op(images, torch.Generator().manual_seed(0))
+    batches = memory.peak / (images.numel() * 4)  # beyond a batch: per-image parameters only
+    assert batches <= 1.01, f"{batches:.3f} float32 batches"

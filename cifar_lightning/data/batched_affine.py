@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
-from cifar_lightning.data.batched_aug import Fill, PerImage, _Fill, _Op, on_chosen
+from cifar_lightning.data.batched_aug import Fill, PerImage, _Fill, _Op, in_slices, on_chosen
 from cifar_lightning.errors import ConfigError
 
 
@@ -202,7 +202,16 @@ class RandomAffine(_Op):
 
     def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         params = self.sample(images.shape[0], g, images.device, tuple(images.shape[-2:]))
-        return self.warp(images, params)
+        return in_slices(images, self.warp, params, self.float_batches)
+
+    @property
+    def float_batches(self) -> float:
+        """Float copies of its input a warp holds at its peak, measured: a nearest warp moves
+        the uint8 pixels (none); bilinear holds input, grid and output (and, with a fill, a
+        mask channel)."""
+        if self.interpolation == "nearest":
+            return 0.0
+        return 4.0 if not any(self.fill.values) else 6.0
 
     def per_image(self, size: int) -> PerImage:
         shear = list(self.shear) if self.shear[2:] != (0.0, 0.0) else list(self.shear[:2])
@@ -310,7 +319,13 @@ class AlbumentationsAffine(_Op):
 
     def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         params = self.sample(images.shape[0], g, images.device, tuple(images.shape[-2:]))
-        return on_chosen(images, params["apply"], self.warp, params)
+        return on_chosen(images, params["apply"], self.warp, params, self.float_batches)
+
+    @property
+    def float_batches(self) -> float:
+        """Float copies of its input a warp holds at its peak (input, grid, output; the fill
+        adds a mask channel), measured: for in_slices."""
+        return 4.0 if self.border == "reflect101" else 6.0
 
     def per_image(self, size: int) -> PerImage:
         import albumentations as A

@@ -118,20 +118,54 @@ def _uniform_ints(low: int, high: int, n: int, g: torch.Generator, device) -> to
     return torch.randint(low, high + 1, (n,), generator=g, device=device)
 
 
-def on_chosen(images: torch.Tensor, chosen: torch.Tensor, change: Callable, params: dict):
+def in_slices(
+    images: torch.Tensor, change: Callable, params: dict, float_batches: float, total: int = 0
+) -> torch.Tensor:
+    """``change(images, params)``, over slices of the batch small enough that the float32
+    copies ``change`` holds at its peak (``float_batches`` times its input's size, measured:
+    tests/test_batched_aug.py) stay within one float32 batch of ``total`` images (default:
+    these): the device loader's memory bound. In one go where they fit already."""
+    n = images.shape[0]
+    step = max(1, int((total or n) / float_batches)) if float_batches > 1 else n
+    if step >= n:
+        return change(images, params)
+    out = torch.empty_like(images)
+    for start in range(0, n, step):
+        part = slice(start, start + step)
+        out[part] = change(images[part], _rows(params, part, n)).to(images.dtype)
+    return out
+
+
+def _rows(params: dict, rows: slice | torch.Tensor, n: int) -> dict:
+    """Each per-image parameter (a tensor of ``n`` rows) at ``rows``; the rest as they are."""
+    return {k: v[rows] if torch.is_tensor(v) and v.shape[:1] == (n,) else v
+            for k, v in params.items()}  # fmt: skip
+
+
+def on_chosen(
+    images: torch.Tensor,
+    chosen: torch.Tensor,
+    change: Callable,
+    params: dict,
+    float_batches: float = 1.0,
+):
     """``change(images, params)`` for the images where ``chosen``, the rest as they are. On a
     CPU only the chosen images are computed (an op with ``p=0.3`` costs 30%); on a GPU all are
-    and then picked, since choosing by index would wait for the device (a host sync)."""
+    and then picked, since choosing by index would wait for the device (a host sync). Either
+    way in slices that keep ``change``'s float copies within one float32 batch (in_slices)."""
+    n = images.shape[0]
     if images.device.type != "cpu":
-        changed = change(images, params)
-        return torch.where(chosen.view(-1, 1, 1, 1), changed.to(images.dtype), images)
+
+        def picked(part: torch.Tensor, p: dict) -> torch.Tensor:
+            changed = change(part, p).to(part.dtype)
+            return torch.where(p["_chosen"].view(-1, 1, 1, 1), changed, part)
+
+        return in_slices(images, picked, {**params, "_chosen": chosen}, float_batches)
     index = chosen.nonzero().squeeze(1)
     out = images.clone()
     if len(index):
-        n = chosen.shape[0]
-        sub = {k: v[index] if torch.is_tensor(v) and v.shape[:1] == (n,) else v
-               for k, v in params.items()}  # fmt: skip
-        out[index] = change(images[index], sub).to(images.dtype)
+        sub = _rows(params, index, n)
+        out[index] = in_slices(images[index], change, sub, float_batches, total=n)
     return out
 
 

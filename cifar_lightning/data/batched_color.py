@@ -16,7 +16,7 @@ from torchvision import transforms as T
 from torchvision.transforms.v2 import functional as TF
 
 from cifar_lightning.data.batched_affine import OnNumpy, _span, _uniform
-from cifar_lightning.data.batched_aug import PerImage, _Op, on_chosen
+from cifar_lightning.data.batched_aug import PerImage, _Op, in_slices, on_chosen
 from cifar_lightning.errors import ConfigError
 
 LUMA = (0.2989, 0.587, 0.114)  # torchvision's grey
@@ -126,7 +126,16 @@ class ColorJitter(_Op):
         return rgb
 
     def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return self.apply(images, self.sample(images.shape[0], g, images.device))
+        params = self.sample(images.shape[0], g, images.device)
+        return in_slices(images, self.apply, params, self.float_batches)
+
+    @property
+    def float_batches(self) -> float:
+        """Float copies of its input ``apply`` holds at its peak, measured: one for brightness
+        alone, three with the blends, ten with the hue's HSV round trip (for in_slices)."""
+        if self.hue is not None:
+            return 10.0
+        return 1.0 if self.contrast is None and self.saturation is None else 3.0
 
     def per_image(self, size: int) -> PerImage:
         ranges = (self.brightness, self.contrast, self.saturation, self.hue)
@@ -139,7 +148,7 @@ class _Sometimes(_Op):
 
     def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         params = self.sample(images.shape[0], g, images.device)
-        return on_chosen(images, params["apply"], self.apply, params)
+        return on_chosen(images, params["apply"], self.apply, params, self.float_batches)
 
 
 class BrightnessContrast(_Sometimes):
@@ -148,6 +157,7 @@ class BrightnessContrast(_Sometimes):
     ``brightness_limit``, clipped and truncated to uint8 as its lookup table does."""
 
     _shown = ("brightness_limit", "contrast_limit", "p")
+    float_batches = 4.5  # float copies of its input ``apply`` holds at its peak, measured
 
     def __init__(
         self,
@@ -189,6 +199,7 @@ class HueSaturationValue(_Sometimes):
     saturation and value within their limits (grey pixels stay grey)."""
 
     _shown = ("hue_shift_limit", "sat_shift_limit", "val_shift_limit", "p")
+    float_batches = 8.0  # float copies of its input ``apply`` holds at its peak, measured
 
     def __init__(
         self,
