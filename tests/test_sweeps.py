@@ -95,7 +95,7 @@ def test_optuna_search_records_failed_trials_goes_on_and_resumes(tmp_path):
         "hparams_search=optuna",
         "sched=step",
         "sched.scheduler.step_size=choice(0,1)",
-        "hydra.sweeper.sampler.seed=1",
+        "hydra.sweeper.sampler.seed=2",
         f"paths.output_root={tmp_path}",
         *TINY_CLI,
     ]
@@ -108,7 +108,7 @@ def test_optuna_search_records_failed_trials_goes_on_and_resumes(tmp_path):
         failed = "sched.scheduler.step_size=0" in job["overrides"]
         assert job["status"] == ("failed" if failed else "completed")
         assert ("ZeroDivisionError" in job.get("error", "")) == failed
-    assert {j["status"] for j in jobs.values()} == {"failed", "completed"}  # seed 1: fail, then ok
+    assert {j["status"] for j in jobs.values()} == {"failed", "completed"}  # seed 2: fail, then ok
 
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) == {
@@ -131,7 +131,7 @@ def test_optuna_search_records_failed_trials_goes_on_and_resumes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = optuna.load_study(study_name="depthwise", storage=f"sqlite:///{database}")
     assert len(study.trials) == 3
-    # The continued study's sampler does not propose its first trial again (seed shifted).
+    # The continued study's sampler does not propose its first trial again (seed + position).
     assert study.trials[2].params != study.trials[0].params
     earlier = {str(t.number): t.state.name for t in study.trials[:2]}
     assert earlier == {
