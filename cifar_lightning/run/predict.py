@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -26,7 +25,6 @@ from cifar_lightning.data.batched_aug import Normalize
 from cifar_lightning.data.imagefolder import IMAGE_SUFFIXES
 from cifar_lightning.errors import ConfigError, exit_on_user_error
 from cifar_lightning.run.checkpoints import load_classifier, tested_checkpoint
-from cifar_lightning.run.config import CONFIG_DIR, run_hydra
 from cifar_lightning.run.export import OnnxClassifier
 from cifar_lightning.run.trainer import pick_device
 from cifar_lightning.training import figures
@@ -211,19 +209,9 @@ def report(predictions: Sequence[Prediction], cfg: DictConfig, out: Console, err
     return 1 if failed else 0
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
-def _hydra_main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
+    """``cifar-predict`` with its composed config (cifar_lightning/predict.py): the table (or
+    JSON), and exit code 1 if any image could not be read."""
     with exit_on_user_error():
         code = report(predict(cfg), cfg, Console(), Console(stderr=True, highlight=False))
     sys.exit(code)
-
-
-def main() -> None:
-    """``cifar-predict``; ``--json`` is shorthand for ``json=true`` (Hydra has no flags of ours)."""
-    if "--json" in sys.argv[1:]:
-        sys.argv = [a for a in sys.argv if a != "--json"] + ["json=true"]
-    run_hydra(_hydra_main, "predict")
-
-
-if __name__ == "__main__":
-    main()
