@@ -88,3 +88,13 @@ def test_shell_completion_lists_a_groups_options(tmp_path, monkeypatch, command,
     assert proc.returncode == 0, proc.stderr[-2000:]
     options = proc.stdout.split()
     assert {f"{group}=resnet9", f"{group}=depthwise", f"{group}=simple_cnn"} <= set(options)
+
+
+def test_every_command_is_a_console_script_and_checked_here():
+    """A new cifar_lightning/<command>.py gets its cifar-<command> script and a typo test."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    shared = {"__init__", "errors", "atomic"}
+    modules = {p.stem for p in (REPO / "cifar_lightning").glob("*.py")} - shared
+    assert scripts == {f"cifar-{m.replace('_', '-')}": f"cifar_lightning.{m}:main" for m in modules}
+    assert set(COMMANDS) == modules == {c for c, _, _ in TYPOS}
