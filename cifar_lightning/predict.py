@@ -12,11 +12,15 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from cifar_lightning.errors import exit_on_user_error
+from cifar_lightning.run.checks import check_prediction
 from cifar_lightning.run.config import CONFIG_DIR, run_hydra
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 def hydra_main(cfg: DictConfig) -> None:
+    with exit_on_user_error():
+        check_prediction(cfg)  # a bad value answers before torch loads
     from cifar_lightning.run.predict import run
 
     run(cfg)

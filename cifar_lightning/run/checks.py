@@ -73,6 +73,48 @@ def check_before_run(cfg: DictConfig) -> None:
         resume.check_before_run(cfg)
 
 
+def check_evaluation(cfg: DictConfig) -> None:
+    """evaluate's and export's command line before Hydra makes the run dir, without torch: a
+    checkpoint named and every value of the right type and range (the checkpoint itself is
+    read once the work starts)."""
+    if not cfg.get("ckpt_path"):
+        raise ConfigError(
+            "no checkpoint given.",
+            fix=f"python -m cifar_lightning.{cfg.task_name} "
+            "ckpt_path=outputs/<date>/<time>/checkpoints/last.ckpt",
+        )
+    try:
+        schema.validate(cfg)
+    except OmegaConfBaseException as e:
+        raise config_error(e) from None
+
+
+RESIZE_MODES = ("crop", "stretch")
+
+
+def check_prediction(cfg: DictConfig) -> None:
+    """predict's values, checked before torch loads (and by predict() itself)."""
+    if not cfg.get("ckpt_path"):
+        raise ConfigError(
+            "no checkpoint given.",
+            fix="python -m cifar_lightning.predict ckpt_path=outputs/<date>/<time>/checkpoints/"
+            "last.ckpt images=[cat.jpg,photos/]",
+        )
+    inputs = cfg.get("images")
+    if not ([inputs] if isinstance(inputs, str) else list(inputs or [])):
+        raise ConfigError("no images given.", fix="add images=cat.jpg or images=[cat.jpg,photos/]")
+    resize = cfg.get("resize", "crop")
+    if resize not in RESIZE_MODES:
+        raise ConfigError(f"resize={resize!r} is not a way to resize.", fix="use crop or stretch")
+    if int(cfg.get("topk", 3)) < 1:
+        raise ConfigError(f"topk={cfg.topk} must be at least 1.", fix="e.g. topk=3")
+    if not float(cfg.get("temperature", 1.0)) > 0:
+        raise ConfigError(
+            f"temperature={cfg.temperature} must be positive.",
+            fix="use the one evaluate calibrate=true fitted (eval.json), or 1",
+        )
+
+
 def _groups_chosen(cfg: DictConfig) -> None:
     for name in ("model", "optim", "data", "aug", "trainer"):
         if not cfg.get(name):
