@@ -29,11 +29,15 @@ TYPOS = [
         ["--airbench", "a.py", "--data", "d.tar.gz", "aug=typo"],
         "aug=typo is not an option of the aug group",
     ),
+    # values the commands that read a checkpoint check before loading torch and it
+    ("evaluate", [], "no checkpoint given"),
+    ("evaluate", ["ckpt_path=x.ckpt", "split=tset"], "split='tset' must be test or val"),
+    ("predict", ["ckpt_path=x.ckpt", "images=a.jpg", "topk=0"], "topk=0 must be at least 1"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("command", "args", "message"), TYPOS, ids=[f"{c}-{a[-1]}" for c, a, _ in TYPOS]
+    ("command", "args", "message"), TYPOS, ids=[f"{c}-{(a or ['none'])[-1]}" for c, a, _ in TYPOS]
 )
 def test_a_typo_is_one_message_and_exit_code_2(tmp_path, command, args, message):
     proc = run_cli_in_process(*args, cwd=tmp_path, command=command)
@@ -54,7 +58,7 @@ import contextlib, importlib, io, sys
 from hydra.core.global_hydra import GlobalHydra
 for command in {commands}:
     importlib.import_module("cifar_lightning." + command)
-runs = [("train", ["optim.lr=-1"]), ("summary", ["aug=typo"])]
+runs = [("train", ["optim.lr=-1"]), ("summary", ["aug=typo"]), ("evaluate", [])]
 for command, args in runs:
     sys.argv = [command, *args]
     GlobalHydra.instance().clear()
