@@ -1,6 +1,28 @@
-"""`python -m cifar_lightning.evaluate`: see cifar_lightning/run/evaluate.py."""
+"""`python -m cifar_lightning.evaluate` / `cifar-evaluate`: the command line of
+cifar_lightning/run/evaluate.py.
 
-from cifar_lightning.run.evaluate import main
+Imports neither torch nor Lightning: ``--help``, ``--cfg``, ``--version`` and a config error
+answer in about a second; the work's code is imported once the config is composed and checked.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from cifar_lightning.run.config import CONFIG_DIR, run_hydra
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+def hydra_main(cfg: DictConfig) -> None:
+    from cifar_lightning.run.evaluate import run
+
+    run(cfg)
+
+
+def main() -> None:
+    run_hydra(hydra_main, "evaluate", switches=("corruptions",))
+
 
 if __name__ == "__main__":
     main()

@@ -47,10 +47,12 @@ class World:
     files: dict[str, Path] = field(default_factory=dict)
 
     def args(self, *extra: str) -> list[str]:
-        """FAST plus ``extra``; a key given in ``extra`` replaces FAST's."""
+        """FAST plus ``extra``; a key given in ``extra`` replaces FAST's; flags (``-m``) first,
+        where Hydra's argument parser wants them."""
         given = {override_key(a) for a in extra}
         base = [a for a in (*FAST, f"paths.data_dir={self.data}") if override_key(a) not in given]
-        return [*base, *extra]
+        flags = [a for a in extra if a.startswith("-")]
+        return [*flags, *base, *(a for a in extra if not a.startswith("-"))]
 
 
 def tree_hash(path: Path) -> dict[str, str]:
@@ -200,6 +202,15 @@ CASES = [
     ("resume_not_a_run", ["resume={not_a_run}"], 2, "is not a run directory"),
     ("resume_bad_value", ["resume={good}", "trainer.max_epochs=0"], 2, "max_epochs=0 trains"),
     ("resume_run_as_sweep", ["-m", "resume={good}"], 2, "that is not a sweep directory"),
+    # a sweep: every job checked before the first trains; the message names the job
+    ("sweep_bad_value", ["-m", "optim.lr=0.1,abc"], 2, "optim.lr=abc): optim.lr='abc' must be"),
+    ("sweep_unknown_option", ["-m", "aug=none,typo"], 2, "aug=typo): aug=typo is not an option"),
+    (
+        "sweep_torch_rejects",
+        ["-m", "optim=adam", "optim.betas=[0.9,0.99],[0.9,1.5]"],
+        2,
+        "optim.betas=[0.9,1.5]): optim: Invalid beta parameter",
+    ),
     (
         "resume_longer_one_cycle",
         ["resume={good}", "trainer.max_epochs=3"],
@@ -324,7 +335,8 @@ def test_a_diverging_run_stops_and_says_where(world):
     assert {"metrics", "params", "global_step", "run_dir"} <= set(results)
 
 
-SUBPROCESS_SAMPLE = ["lr_not_a_number", "unknown_option", "corrupt_image", "ckpt_runs_code"]
+SUBPROCESS_SAMPLE = ["lr_not_a_number", "unknown_option", "sweep_bad_value", "corrupt_image"]
+SUBPROCESS_SAMPLE += ["ckpt_runs_code"]
 
 
 @pytest.mark.slow

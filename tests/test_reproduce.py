@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from cifar_lightning.tools.reproduce import main, show_in_readme
+from cifar_lightning.reproduce import main
+from cifar_lightning.tools.reproduce import show_in_readme
 
 STEPS = ["self_check", "bench", "seed004", "speedrun", "seed003", "seed000", "seed001",
          "seed002", "speedrun-fp16"]  # fmt: skip

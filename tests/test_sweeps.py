@@ -16,7 +16,7 @@ from cifar_lightning.errors import ConfigError
 from cifar_lightning.run import sweeps
 from cifar_lightning.run.config import CONFIG_DIR
 from cifar_lightning.run.train import train
-from conftest import run_cli
+from conftest import run_cli, write_image_folder
 
 TINY_CLI = [
     "debug=fast",
@@ -181,21 +181,25 @@ def test_submitit_local_runs_a_seed_study_in_separate_processes(tmp_path):
 
 @pytest.mark.slow
 def test_a_user_error_fails_only_its_job(tmp_path):
-    """A bad value in one job used to sys.exit the whole sweep; now only that job fails."""
-    tiny = [o for o in TINY_CLI if not o.startswith("data.val_size")]
+    """A job that fails with a UserError while it runs (here its data is missing: a bad value
+    would stop the sweep before any job, tests/test_bad_inputs.py) fails that job only, with
+    the one message a single run prints."""
+    folder = write_image_folder(tmp_path / "folder", per_class=10)
     proc = run_cli(
         "cifar_lightning.train",
         "-m",
-        "data.val_size=100000,32",
-        *tiny,
+        "data=imagefolder",
+        f"data.root='{tmp_path / 'missing'}','{folder}'",
+        *TINY_CLI,
         f"paths.output_root={tmp_path}",
         cwd=tmp_path,
     )
     assert proc.returncode == 1  # the sweep still says that a job failed
-    assert "error: data.val_size=100000 leaves no training images" in proc.stderr
+    assert proc.stderr.count(f"error: data.root={tmp_path / 'missing'} does not exist") == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
     (sweep_dir,) = tmp_path.glob("multirun/*/*")
     jobs = records(sweep_dir)
-    assert jobs["0"]["status"] == "failed" and jobs["0"]["error"].startswith("ConfigError: ")
+    assert jobs["0"]["status"] == "failed" and jobs["0"]["error"].startswith("DataError: ")
     assert jobs["1"]["status"] == "completed"
 
 

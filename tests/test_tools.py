@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+from cifar_lightning import show_aug, summary
 from cifar_lightning.data import CIFAR10DataModule
-from cifar_lightning.tools import show_aug, summary
 from cifar_lightning.training.aug_grid import draw, pick_images
 
 FAKE = ["data=fake", "data.fake_train_size=120", "data.fake_test_size=20", "data.val_size=20"]

@@ -5,6 +5,7 @@ not compose becomes one clear message.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import importlib.util
@@ -158,12 +159,15 @@ def known_choices(choices: dict[str, str]) -> Iterator[None]:
 
 def compose_for_tool(argv: Sequence[str], config_name: str) -> tuple[DictConfig, dict[str, str]]:
     """The config of a tool that writes no run dir (summary, show_aug), and its group choices;
-    a bad argument is the same ConfigError train gives."""
+    a bad argument is the same ConfigError train gives. ``--version`` and ``-sc`` (shell
+    completion) are answered here, as for the ``@hydra.main`` commands."""
     answer_version(argv)
+    answer_shell_completion(argv, config_name)
     try:
         cfg = compose_config(list(argv), config_name, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as e:
-        raise config_error(e) from None
+        foreign = isinstance(e, ConfigCompositionException) and _foreign_group(config_name, argv)
+        raise (foreign or config_error(e)) from None
     choices = {k: str(v) for k, v in cfg.hydra.runtime.choices.items() if v is not None}
     with open_dict(cfg):
         del cfg["hydra"]  # its run-dir interpolations would claim a directory if resolved
@@ -259,10 +263,10 @@ def parse_overrides(args: Sequence[str]) -> list[Override]:
     return parsed
 
 
-def _foreign_group(config_name: str) -> ConfigError | None:
+def _foreign_group(config_name: str, args: Sequence[str]) -> ConfigError | None:
     """A ``group=option`` argument for a group this command does not use, if there is one."""
     groups = _groups_of(config_name)
-    for override in parse_overrides(sys.argv[1:]):
+    for override in parse_overrides(args):
         key = override.key_or_group
         if Path(CONFIG_DIR, key).is_dir() and key not in groups and not key.startswith("hydra"):
             arg = override.input_line
@@ -293,7 +297,8 @@ def run_hydra(
         except JobFailed:
             sys.exit(1)  # its message is out already
         except (HydraException, OmegaConfBaseException) as e:
-            foreign = isinstance(e, ConfigCompositionException) and _foreign_group(config_name)
+            composing = isinstance(e, ConfigCompositionException)
+            foreign = composing and _foreign_group(config_name, sys.argv[1:])
             raise (foreign or config_error(e)) from None
 
 
@@ -304,6 +309,36 @@ def switch_override(arg: str, switches: Sequence[str]) -> str:
     if key in switches and value.lower() in ("true", "false"):
         return f"{key}.enabled={value.lower()}"
     return arg
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the commands that take flags (report, airbench_compare): a bad argument is
+    a ConfigError — one message, its fix, exit code 2 — as a bad override is for the others."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(
+            f"{message}.", fix=f"{self.format_usage().strip()} (--help says what each one is)"
+        )
+
+
+def answer_shell_completion(argv: Sequence[str], config_name: str) -> None:
+    """``-sc install=bash`` and the queries its script makes, for a command that composes its
+    config itself (summary, show_aug, reproduce): Hydra's completion of ``config_name``, as
+    the ``@hydra.main`` commands have it; exit 0."""
+    if not {"-sc", "--shell-completion"} & set(argv):
+        return
+    import hydra
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)
+    def complete(cfg: DictConfig) -> None:  # never called: -sc answers before any run
+        pass
+
+    saved, sys.argv = sys.argv, [sys.argv[0], *argv]
+    try:
+        complete()
+    finally:
+        sys.argv = saved
+    sys.exit(0)
 
 
 def answer_version(argv: Sequence[str]) -> None:

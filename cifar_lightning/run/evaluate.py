@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -30,7 +29,7 @@ from cifar_lightning.data.datamodule import ArrayDataset, eval_transform
 from cifar_lightning.errors import ConfigError, DataError, UserError, exit_on_user_error
 from cifar_lightning.run import schema
 from cifar_lightning.run.checkpoints import load_classifier, tested_checkpoint
-from cifar_lightning.run.config import CONFIG_DIR, build, run_hydra
+from cifar_lightning.run.config import build
 from cifar_lightning.run.console import significant
 from cifar_lightning.run.record import discard_unused_run_dir
 from cifar_lightning.run.trainer import device_name, make_trainer
@@ -303,16 +302,12 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
-def hydra_main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
+    """``cifar-evaluate`` with its composed config (cifar_lightning/evaluate.py): one message
+    for a UserError, and no run dir left behind by a rejected evaluation."""
     with exit_on_user_error():
         try:
             evaluate(cfg)
         except UserError:
             discard_unused_run_dir(cfg)
             raise
-
-
-def main() -> None:
-    """``python -m cifar_lightning.evaluate`` / ``cifar-evaluate``."""
-    run_hydra(hydra_main, "evaluate", switches=("corruptions",))

@@ -18,7 +18,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -28,7 +27,6 @@ from cifar_lightning.atomic import atomic_write
 from cifar_lightning.data.batched_aug import Normalize
 from cifar_lightning.errors import CheckpointError, ConfigError, UserError, exit_on_user_error
 from cifar_lightning.run.checkpoints import load_classifier, tested_checkpoint
-from cifar_lightning.run.config import CONFIG_DIR, run_hydra
 from cifar_lightning.run.evaluate import build_datamodule
 from cifar_lightning.run.record import discard_unused_run_dir
 
@@ -190,16 +188,12 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
-def hydra_main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
+    """``cifar-export`` with its composed config (cifar_lightning/export.py): one message for
+    a UserError, and no run dir left behind by a rejected export."""
     with exit_on_user_error():
         try:
             export(cfg)
         except UserError:
             discard_unused_run_dir(cfg)
             raise
-
-
-def main() -> None:
-    """``python -m cifar_lightning.export`` / ``cifar-export``."""
-    run_hydra(hydra_main, "export")

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -24,16 +23,15 @@ from rich.text import Text
 
 from cifar_lightning.data.batched_aug import Normalize
 from cifar_lightning.data.imagefolder import IMAGE_SUFFIXES
-from cifar_lightning.errors import ConfigError, exit_on_user_error
+from cifar_lightning.errors import exit_on_user_error
 from cifar_lightning.run.checkpoints import load_classifier, tested_checkpoint
-from cifar_lightning.run.config import CONFIG_DIR, run_hydra
+from cifar_lightning.run.checks import check_prediction
 from cifar_lightning.run.export import OnnxClassifier
 from cifar_lightning.run.trainer import pick_device
 from cifar_lightning.training import figures
 from cifar_lightning.training.classifier import ImageClassifier
 
 SIZE = 32
-RESIZE_MODES = ("crop", "stretch")
 UNREADABLE = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError)
 
 
@@ -127,27 +125,10 @@ def classify(
 
 def predict(cfg: DictConfig) -> list[Prediction]:
     """Classify every image ``cfg.images`` names; unreadable ones carry an ``error``."""
-    if not cfg.get("ckpt_path"):
-        raise ConfigError(
-            "no checkpoint given.",
-            fix="python -m cifar_lightning.predict ckpt_path=outputs/<date>/<time>/checkpoints/"
-            "last.ckpt images=[cat.jpg,photos/]",
-        )
+    check_prediction(cfg)
     inputs = cfg.get("images")
-    inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
-    if not inputs:
-        raise ConfigError("no images given.", fix="add images=cat.jpg or images=[cat.jpg,photos/]")
-    resize = cfg.get("resize", "crop")
-    if resize not in RESIZE_MODES:
-        raise ConfigError(f"resize={resize!r} is not a way to resize.", fix="use crop or stretch")
-    topk = int(cfg.get("topk", 3))
-    if topk < 1:
-        raise ConfigError(f"topk={cfg.topk} must be at least 1.", fix="e.g. topk=3")
-    if not float(cfg.get("temperature", 1.0)) > 0:
-        raise ConfigError(
-            f"temperature={cfg.temperature} must be positive.",
-            fix="use the one evaluate calibrate=true fitted (eval.json), or 1",
-        )
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    resize, topk = cfg.get("resize", "crop"), int(cfg.get("topk", 3))
     device = pick_device(str(cfg.get("device", "auto")))
     ckpt = tested_checkpoint(str(cfg.ckpt_path))
     model = OnnxClassifier(ckpt) if ckpt.suffix == ".onnx" else load_classifier(ckpt)[0]
@@ -211,19 +192,9 @@ def report(predictions: Sequence[Prediction], cfg: DictConfig, out: Console, err
     return 1 if failed else 0
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
-def _hydra_main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
+    """``cifar-predict`` with its composed config (cifar_lightning/predict.py): the table (or
+    JSON), and exit code 1 if any image could not be read."""
     with exit_on_user_error():
         code = report(predict(cfg), cfg, Console(), Console(stderr=True, highlight=False))
     sys.exit(code)
-
-
-def main() -> None:
-    """``cifar-predict``; ``--json`` is shorthand for ``json=true`` (Hydra has no flags of ours)."""
-    if "--json" in sys.argv[1:]:
-        sys.argv = [a for a in sys.argv if a != "--json"] + ["json=true"]
-    run_hydra(_hydra_main, "predict")
-
-
-if __name__ == "__main__":
-    main()

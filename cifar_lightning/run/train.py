@@ -1,19 +1,18 @@
 """``train(cfg)``: build what the config names, fit, test, and leave ``metrics.json`` behind.
 
 A plain function over a composed config, so tests, sweepers and notebooks call it directly;
-``python -m cifar_lightning.train`` is a thin ``@hydra.main`` over it (``main`` below).
+``python -m cifar_lightning.train`` (cifar_lightning/train.py) is a thin ``@hydra.main`` that
+imports this module only once the config is composed and checked, and calls :func:`run`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import time
 import warnings
 from typing import Any
 
-import hydra
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -22,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from cifar_lightning.errors import RunInterrupted, UserError, exit_on_user_error
 from cifar_lightning.run import checks, record, resume, sweeps, timing, tune
 from cifar_lightning.run.checkpoints import CheckpointRecord
-from cifar_lightning.run.config import CONFIG_DIR, batched_augmentation, build, run_hydra
+from cifar_lightning.run.config import batched_augmentation, build
 from cifar_lightning.run.distributed import check_launch
 from cifar_lightning.run.search import pruning
 from cifar_lightning.run.trainer import make_trainer
@@ -135,8 +134,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def hydra_main(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig) -> float | None:
+    """What ``cifar-train`` does with its composed config (cifar_lightning/train.py): train,
+    one message for a UserError, and the number a sweeper optimizes."""
     if sweeps.in_sweep():  # one job of many: its failure fails this job only (run/sweeps.py)
         return sweeps.run_job(cfg, train)
     with exit_on_user_error():
@@ -149,11 +149,3 @@ def hydra_main(cfg: DictConfig) -> float | None:
             record.discard_unused_run_dir(cfg)  # a rejected run leaves nothing behind
             raise
     return results["metrics"].get(cfg.get("optimized_metric"))
-
-
-def main() -> None:
-    """``python -m cifar_lightning.train`` / ``cifar-train``; ``resume=RUN_DIR`` is expanded
-    to that run's own command line before Hydra composes it (run/resume.py)."""
-    with exit_on_user_error():
-        sys.argv = [sys.argv[0], *resume.expand_argv(sys.argv[1:])]
-    run_hydra(hydra_main)

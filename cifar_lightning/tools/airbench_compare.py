@@ -1,15 +1,5 @@
-"""``python -m cifar_lightning.airbench_compare``: our speedrun against airbench94, one GPU.
-
-    python -m cifar_lightning.airbench_compare --airbench PATH/airbench94.py \\
-        --data path/to/cifar10-jpeg.tar.gz --runs 5
-
-Runs, in one session on the same GPU and images, airbench94 (a fetched copy of
-github.com/KellerJordan/cifar10-airbench, never part of this repository: its 25 runs) and
-``--runs`` jobs of ``experiment=speedrun`` (seeds 0…N-1). airbench gets the decoded ``--data``
-as its ``cifar10/{train,test}.pt`` cache. Prints mean ± std test accuracy and training time (CUDA
-events, warm-up excluded, as airbench reports it), the time ratio and the GPU; the last line is
-one JSON object with every figure.
-"""
+"""The comparison ``cifar-airbench-compare`` runs (its command line, and what it does:
+cifar_lightning/airbench_compare.py)."""
 
 from __future__ import annotations
 
@@ -21,15 +11,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from cifar_lightning.errors import UserError
 
-from cifar_lightning.data.imagefolder import load_imagefolder
-from cifar_lightning.data.sources import CIFAR10_CLASSES, Splits
-from cifar_lightning.errors import UserError, exit_on_user_error
-from cifar_lightning.run.config import answer_version
+if TYPE_CHECKING:  # torch and the data load in the functions that use them: the command line
+    from cifar_lightning.data.sources import Splits  # checks its overrides before
 
 _ROW = re.compile(r"^\|\s*(\S*)\s*\|\s*eval\s*\|(.*)$")
 
@@ -37,6 +26,8 @@ _ROW = re.compile(r"^\|\s*(\S*)\s*\|\s*eval\s*\|(.*)$")
 def export_for_airbench(splits: Splits, directory: Path) -> None:
     """airbench's own cache format, a ``{images, labels, classes}`` file per split; images
     are (N, 32, 32, 3) uint8, as torchvision stores them."""
+    import torch
+
     directory.mkdir(parents=True, exist_ok=True)
     for name, split in (("train", splits.train), ("test", splits.test)):
         images, labels = torch.from_numpy(split.images), torch.from_numpy(split.labels)
@@ -77,11 +68,16 @@ def run_airbench(script: Path, data_dir: Path, work: Path) -> list[dict[str, flo
     return parse_airbench(_run(cmd, work / "airbench.log", "airbench", cwd=work))
 
 
+def speedrun_overrides(data: Path, extra: Sequence[str]) -> list[str]:
+    """The speedrun's command line but the seeds and the output root (checked up front)."""
+    return ["experiment=speedrun", "data=imagefolder", f"data.root={data}", *extra]
+
+
 def run_speedrun(data: Path, runs: int, work: Path, extra: list[str]) -> list[dict[str, float]]:
     seeds = ",".join(str(s) for s in range(runs))
-    cmd = [sys.executable, "-m", "cifar_lightning.train", "-m", "experiment=speedrun"]
-    cmd += [f"seed={seeds}", "data=imagefolder", f"data.root={data}", f"paths.output_root={work}"]
-    _run([*cmd, *extra], work / "speedrun.log", "the speedrun sweep")
+    cmd = [sys.executable, "-m", "cifar_lightning.train", "-m", f"seed={seeds}"]
+    cmd += [f"paths.output_root={work}", *speedrun_overrides(data, extra)]
+    _run(cmd, work / "speedrun.log", "the speedrun sweep")
     records = [json.loads(p.read_text()) for p in sorted(work.glob("multirun/*/*/*/metrics.json"))]
     return [
         {
@@ -94,6 +90,11 @@ def run_speedrun(data: Path, runs: int, work: Path, extra: list[str]) -> list[di
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from cifar_lightning.data.imagefolder import load_imagefolder
+    from cifar_lightning.data.sources import CIFAR10_CLASSES
+
     if not torch.cuda.is_available():
         raise UserError(
             "the comparison needs a CUDA GPU (airbench94 runs only on one).",
@@ -130,21 +131,3 @@ def print_report(r: dict[str, Any]) -> None:
         f"accuracy at least airbench94's: {r['acc_at_least_airbench']}"
     )
     print(json.dumps(r))
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--airbench", type=Path, required=True, help="airbench94.py")
-    parser.add_argument("--data", type=Path, required=True, help="CIFAR-10 image folder/tarball")
-    parser.add_argument("--runs", type=int, default=5, help="speedrun runs (airbench: its 25)")
-    parser.add_argument("--cache-dir", type=Path, default=Path("data/cache"))
-    parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--version", action="store_true", help="print the versions and exit")
-    parser.add_argument("extra", nargs="*", help="more overrides for the speedrun runs")
-    answer_version(sys.argv[1:] if argv is None else argv)
-    with exit_on_user_error():
-        print_report(compare(parser.parse_args(argv)))
-
-
-if __name__ == "__main__":
-    main()

@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import numpy as np
 import torch
@@ -43,13 +42,7 @@ from cifar_lightning.data.batched_aug import Normalize
 from cifar_lightning.data.datamodule import ArrayDataset, CIFAR10DataModule, train_transform
 from cifar_lightning.data.device_loader import DeviceLoader, ResidentArrays, ShardSampler
 from cifar_lightning.errors import ConfigError, exit_on_user_error
-from cifar_lightning.run.config import (
-    CONFIG_DIR,
-    batched_augmentation,
-    build,
-    chosen_option,
-    run_hydra,
-)
+from cifar_lightning.run.config import batched_augmentation, build, chosen_option
 from cifar_lightning.run.trainer import (
     ONE_DEVICE,
     SIDE_RUN,
@@ -507,16 +500,7 @@ def print_report(result: dict[str, Any]) -> None:
     print(json.dumps(result), flush=True)  # the last line: every figure, for scripts
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")
-def hydra_main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
+    """``cifar-bench`` with its composed config (cifar_lightning/bench.py)."""
     with exit_on_user_error():
         print_report(bench(cfg))
-
-
-def main() -> None:
-    """``python -m cifar_lightning.bench``."""
-    run_hydra(hydra_main, "bench")
-
-
-if __name__ == "__main__":
-    main()

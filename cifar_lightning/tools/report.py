@@ -9,7 +9,6 @@ running, crashed half-way or made by hand. Writes ``report.md``, ``report.csv`` 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import io
@@ -21,16 +20,17 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import ListConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from cifar_lightning.errors import UserError, exit_on_user_error
-from cifar_lightning.run.config import answer_version, parse_overrides
-from cifar_lightning.run.search import summary
-from cifar_lightning.training import figures
+from cifar_lightning.errors import ConfigError, UserError, exit_on_user_error
+from cifar_lightning.run.config import ArgumentParser, answer_version, parse_overrides
+
+if TYPE_CHECKING:  # Optuna and matplotlib load when a report is made, not for --help
+    from cifar_lightning.run.search.summary import SearchSummary
 
 SKIP_DIRS = {"tensorboard", "checkpoints", ".hydra", "__pycache__"}
 MEAN = "mean ± std"
@@ -341,6 +341,8 @@ def curves_png(jobs: Sequence[Job], common: Sequence[str], path: Path) -> Path |
             curves[label if len(label) <= 60 else label[:59] + "…"] = job.curve
     if not curves:
         return None
+    from cifar_lightning.training import figures
+
     fig = figures.compare_curves_figure(
         curves, ylabel="val accuracy", title=f"Validation accuracy per epoch, {len(curves)} jobs"
     )
@@ -351,6 +353,13 @@ def build_report(paths: Sequence[Path], out_dir: Path | None = None) -> dict[str
     """Find the runs under ``paths``, write the report files; returns what was written."""
     runs: list[Path] = []
     for p in paths:
+        if not p.exists() and "=" in p.name:  # e.g. aug=crop_flip: meant for train
+            raise ConfigError(
+                f"{p}: report takes directories, not overrides.",
+                fix="pass a multirun directory (outputs/multirun/<date>/<time>) or run "
+                "directories; overrides go to the command that trains (python -m "
+                "cifar_lightning.train -m ...)",
+            )
         if not p.is_dir():
             raise UserError(
                 f"{p} is not a directory.",
@@ -372,6 +381,8 @@ def build_report(paths: Sequence[Path], out_dir: Path | None = None) -> dict[str
         rel = os.path.relpath(job.path.resolve(), base)
         job.label = job.path.name if rel == "." else rel
     common, groups = common_overrides(jobs), seed_groups(jobs)
+    from cifar_lightning.run.search import summary
+
     search = summary.find(runs)  # the Optuna study these jobs were trials of, if any
     if search is not None and (best := search.best()) is not None:
         for job in jobs:
@@ -400,7 +411,7 @@ def build_report(paths: Sequence[Path], out_dir: Path | None = None) -> dict[str
     }
 
 
-def search_lines(search: summary.SearchSummary) -> list[str]:
+def search_lines(search: SearchSummary) -> list[str]:
     """The study in a few sentences: where, how its trials ended, which was best."""
     study = search.study
     counts = ", ".join(f"{n} {state}" for state, n in search.counts().items())
@@ -418,7 +429,7 @@ def search_lines(search: summary.SearchSummary) -> list[str]:
     return lines
 
 
-def search_markdown(search: summary.SearchSummary, made: dict[str, Path | str]) -> str:
+def search_markdown(search: SearchSummary, made: dict[str, Path | str]) -> str:
     lines = ["", "## Search", "", *(f"{line}  " for line in search_lines(search)), ""]
     for name, result in made.items():
         title = {"history": "Optimization history", "importance": "Parameter importances"}[name]
@@ -454,7 +465,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m cifar_lightning.report",
         description="Tabulate a sweep (or several runs): report.md, report.csv, val_acc.png.",
     )
@@ -466,8 +477,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--version", action="store_true", help="print the versions and exit")
     answer_version(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
     with exit_on_user_error():
+        args = parser.parse_args(argv)
         report = build_report(args.paths, args.out)
         # Piped or redirected, Rich would squeeze the table into 80 columns.
         print_report(report, Console(width=None if sys.stdout.isatty() else 160))

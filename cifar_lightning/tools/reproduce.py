@@ -1,19 +1,5 @@
-"""``python -m cifar_lightning.reproduce``: the results table from one command on one GPU.
-
-GPU time comes in short slots, so the campaign runs in priority order until
-``reproduce.budget_s`` is spent: the self-check, the benchmark (resnet9 and depthwise), seed 004
-in full, the speedrun n times (and airbench94 beside it when given), seeds 003, 000, 001 and 002
-(each timed for a few steps first: a recipe that would not fit runs as many whole epochs as
-fit, marked partial), and the speedrun again in fp16 if time is left. Each step stands alone: a
-failure is recorded and the campaign goes on. Every run is one in this process (compiled
-graphs and decoded data are reused), in its own directory under ``reproduce.runs_dir``.
-
-It writes ``<out>/<gpu>/<date>-<time>.json`` (every figure, versions, commit, GPU, data) and
-the Markdown table to ``<out>/results.md`` and ``reproduce.table`` (docs/results.md; a dry run
-or a self-check writes neither that nor a JSON without ``-dry-run``/``-check`` in its name).
-``dry_run=true data=fake`` runs every step for 2-3 steps on any machine (make test does);
-``check=true`` runs only the self-check.
-"""
+"""The campaign ``cifar-reproduce`` runs (its command line, and what it does:
+cifar_lightning/reproduce.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +10,6 @@ import math
 import platform
 import statistics
 import subprocess
-import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -37,7 +22,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cifar_lightning.atomic import atomic_write
-from cifar_lightning.errors import ConfigError, exit_on_user_error
 from cifar_lightning.run import checks
 from cifar_lightning.run.config import build, compose_for_tool, known_choices
 from cifar_lightning.run.train import train
@@ -441,18 +425,3 @@ def show_in_readme(readme: Path, text: str) -> None:
         table = "\n".join(line for line in text.splitlines() if line.startswith("|"))
         block = f"{README_MARKS[0]}\n{table}\n"
         atomic_write(readme, (content[:start] + block + content[end:]).encode())
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m cifar_lightning.reproduce [check=true] [dry_run=true] [data=…] [reproduce.*]``"""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = list(sys.argv[1:] if argv is None else argv)
-    with exit_on_user_error():
-        cfg, _ = compose_for_tool(args, "reproduce")
-        if float(cfg.reproduce.budget_s) <= 0:
-            raise ConfigError(
-                f"reproduce.budget_s={cfg.reproduce.budget_s} leaves no time.",
-                fix="e.g. reproduce.budget_s=480",
-            )
-        data = [a for a in args if a.lstrip("+~").split("=")[0].split(".")[0] == "data"]
-        campaign(cfg, data)

@@ -1,20 +1,13 @@
-"""``python -m cifar_lightning.show_aug aug=NAME``: see what an augmentation pipeline does.
-
-Writes a PNG grid: one training image per class in rows, the stored image first, then ``draws``
-independent draws through ``aug.pipeline`` (uint8, before normalization). Overrides work as for
-training: ``experiment=seed003``, ``data=imagefolder data.root=PATH``; ``data=fake`` needs no data.
-"""
+"""The grid ``cifar-show-aug`` draws (its command line: cifar_lightning/show_aug.py)."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from cifar_lightning.errors import ConfigError, exit_on_user_error
-from cifar_lightning.run.config import build, compose_for_tool
+from cifar_lightning.errors import ConfigError
+from cifar_lightning.run.config import build
 from cifar_lightning.training import figures
 from cifar_lightning.training.aug_grid import preview
 
@@ -40,20 +33,3 @@ def show_aug(cfg: DictConfig, aug_name: str) -> Path:
     )
     default = Path(cfg.paths.output_root) / "show_aug" / f"{aug_name}.png"
     return figures.save_png(fig, Path(cfg.out).expanduser() if cfg.get("out") else default)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if {"-h", "--help"} & set(argv):
-        print(
-            __doc__.strip(), "Arguments: aug=NAME, data=…, images=N, draws=N, out=PATH.", sep="\n\n"
-        )
-        return
-    with exit_on_user_error():
-        cfg, choices = compose_for_tool(argv, "show_aug")
-        path = show_aug(cfg, choices.get("aug", "aug"))
-    print(f"wrote {path}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,27 +1,18 @@
-"""``python -m cifar_lightning.summary model=NAME``: what a net costs and what it sees.
-
-Prints torchinfo's layer table, the trainable parameters and multiply-adds per 32x32 image (the
-figures the seed READMEs quote from torchinfo; training's model summary counts the same way,
-training/cost.py) and the receptive field, layer by layer: hooks
-record conv and pooling layers in call order; ``rf += (kernel - 1) * dilation * jump`` and
-``jump *= stride`` grow it up to the first layer that ends the spatial map (global pooling,
-flatten, linear). A residual branch runs after the input it adds to, so the chain follows the
-longest path; layers called through ``torch.nn.functional`` are unseen. Nothing is written.
-"""
+"""What ``cifar-summary`` prints (its command line: cifar_lightning/summary.py): torchinfo's
+layer table, the parameters, multiply-adds and receptive field of a net."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 
 import torch
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from cifar_lightning.errors import exit_on_user_error
-from cifar_lightning.run.config import build, compose_for_tool
+from cifar_lightning.run.config import build
 from cifar_lightning.training import cost
 from cifar_lightning.training.classifier import ImageClassifier
 
@@ -110,19 +101,8 @@ def show(model: ImageClassifier, depth: int, console: Console) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if {"-h", "--help"} & set(argv):
-        print(
-            __doc__.strip() + "\n\nArguments: model=NAME (conf/model/), experiment=NAME, depth=N."
-        )
-        return
-    with exit_on_user_error():
-        cfg, _ = compose_for_tool(argv, "summary")
-        # Piped output gets rich's 80 columns by default: too narrow for layer names.
-        console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-        show(build(cfg.model, "model"), cfg.depth, console)
-
-
-if __name__ == "__main__":
-    main()
+def run(cfg: DictConfig) -> None:
+    """The summary of ``cfg.model``, ``cfg.depth`` levels of layers deep."""
+    # Piped output gets rich's 80 columns by default: too narrow for layer names.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    show(build(cfg.model, "model"), cfg.depth, console)
