@@ -22,7 +22,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 test: install ## Run the test suite (real-data tests need CIFAR_LIGHTNING_REAL_DATA=path)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 train: install ## Train the default recipe on CIFAR-10 (downloads it into data/); ARGS="..." for overrides
 	$(BIN)/python -m cifar_lightning.train $(ARGS)
