@@ -10,13 +10,14 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from cifar_lightning.run.config import CONFIG_DIR, run_hydra
+from cifar_lightning.run.config import CONFIG_DIR, lightning_logs_once, run_hydra
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
 def hydra_main(cfg: DictConfig) -> None:
     from cifar_lightning.run.export import run
 
+    lightning_logs_once()
     run(cfg)
 
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from cifar_lightning.errors import exit_on_user_error
 from cifar_lightning.run.checks import check_prediction
-from cifar_lightning.run.config import CONFIG_DIR, run_hydra
+from cifar_lightning.run.config import CONFIG_DIR, lightning_logs_once, run_hydra
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
@@ -23,6 +23,7 @@ def hydra_main(cfg: DictConfig) -> None:
         check_prediction(cfg)  # a bad value answers before torch loads
     from cifar_lightning.run.predict import run
 
+    lightning_logs_once()
     run(cfg)
 
 

@@ -13,13 +13,14 @@ import hydra
 from omegaconf import DictConfig
 
 from cifar_lightning.errors import exit_on_user_error
-from cifar_lightning.run.config import CONFIG_DIR, parse_overrides, run_hydra
+from cifar_lightning.run.config import CONFIG_DIR, lightning_logs_once, parse_overrides, run_hydra
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     from cifar_lightning.run.train import run
 
+    lightning_logs_once()
     return run(cfg)
 
 

@@ -181,26 +181,47 @@ def test_submitit_local_runs_a_seed_study_in_separate_processes(tmp_path):
 
 @pytest.mark.slow
 def test_a_user_error_fails_only_its_job(tmp_path):
-    """A job that fails with a UserError while it runs (here its data is missing: a bad value
-    would stop the sweep before any job, tests/test_bad_inputs.py) fails that job only, with
-    the one message a single run prints."""
-    folder = write_image_folder(tmp_path / "folder", per_class=10)
+    """A job that fails with a UserError while it runs (here an image in its data is corrupt:
+    a bad value, or a data.root that does not exist, stops the sweep before any job) fails that
+    job only, with the one message a single run prints: no traceback, no line of Hydra's
+    repeating it, and no log line twice."""
+    good = write_image_folder(tmp_path / "good", per_class=10)
+    corrupt = write_image_folder(tmp_path / "corrupt", per_class=10)
+    (corrupt / "train" / "cat" / "0003.png").write_bytes(b"not a png")
     proc = run_cli(
         "cifar_lightning.train",
         "-m",
         "data=imagefolder",
-        f"data.root='{tmp_path / 'missing'}','{folder}'",
+        f"data.root='{corrupt}','{good}'",
         *TINY_CLI,
         f"paths.output_root={tmp_path}",
         cwd=tmp_path,
     )
     assert proc.returncode == 1  # the sweep still says that a job failed
-    assert proc.stderr.count(f"error: data.root={tmp_path / 'missing'} does not exist") == 1
-    assert "Traceback" not in proc.stderr + proc.stdout
+    out = proc.stderr + proc.stdout
+    assert proc.stderr.count("train/cat/0003.png is not a readable image") == 1, out[-3000:]
+    assert "Traceback" not in out and "Error executing job" not in out
+    assert out.count("Seed set to") == 2  # once a job: Lightning's own handler is dropped
     (sweep_dir,) = tmp_path.glob("multirun/*/*")
     jobs = records(sweep_dir)
     assert jobs["0"]["status"] == "failed" and jobs["0"]["error"].startswith("DataError: ")
     assert jobs["1"]["status"] == "completed"
+
+
+def test_a_data_root_that_does_not_exist_stops_the_sweep_before_any_job(tmp_path):
+    good = write_image_folder(tmp_path / "good", per_class=2)
+    proc = run_cli(
+        "cifar_lightning.train",
+        "-m",
+        "data=imagefolder",
+        f"data.root='{good}','{tmp_path / 'missing'}'",
+        f"paths.output_root={tmp_path}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    assert f"sweep job #1 (data=imagefolder data.root='{tmp_path / 'missing'}'" in proc.stderr
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "multirun").exists()  # nothing ran, nothing was written
 
 
 # --- failures, in process --------------------------------------------------------------------

@@ -108,8 +108,10 @@ def _decode(split: str, cls: str, name: str, payload: bytes, root: Path) -> np.n
             img.load()
             rgb = img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        # PIL names the in-memory buffer (``<_io.BytesIO object at 0x…>``), not the file.
+        why = "not an image format PIL knows" if isinstance(e, UnidentifiedImageError) else e
         raise DataError(
-            f"{where} is not a readable image ({e}).",
+            f"{where} is not a readable image ({why}).",
             fix="delete or replace that file, then run again",
         ) from None
     array = np.asarray(rgb, dtype=np.uint8)

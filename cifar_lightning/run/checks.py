@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
@@ -23,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from cifar_lightning.errors import ConfigError, UserError, exit_on_user_error
+from cifar_lightning.errors import ConfigError, DataError, UserError, exit_on_user_error
 from cifar_lightning.run import schema
 from cifar_lightning.run.config import (
     batched_augmentation,
@@ -37,6 +38,9 @@ KNOWN_TRAIN_SIZES = {
     "cifar10": 50_000,
     "cifar100": 50_000,
 }  # known before loading: the split is checked up front
+ROOT_FIX = (
+    "point data.root at a folder with train/<class>/ and test/<class>/, or at a .tar.gz of it"
+)
 DEFAULTS = {"model": "depthwise", "optim": "sgd", "data": "cifar10", "aug": "crop_flip"}
 IMAGEFOLDER_FIX = (
     "add data.root=PATH (a folder with train/<class>/ and test/<class>/, or a .tar.gz of it)"
@@ -126,6 +130,9 @@ def _groups_chosen(cfg: DictConfig) -> None:
         raise ConfigError("no model chosen.", fix="add model=depthwise (see conf/model/)")
     if cfg.data.get("source") == "imagefolder" and not cfg.data.get("root"):
         raise ConfigError("data=imagefolder needs data.root.", fix=IMAGEFOLDER_FIX)
+    if cfg.data.get("source") == "imagefolder" and not Path(cfg.data.root).expanduser().exists():
+        # Here, not when the data loads: before torch imports and before a sweep's first job.
+        raise DataError(f"data.root={cfg.data.root} does not exist.", fix=ROOT_FIX)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(

@@ -408,6 +408,20 @@ class _DropNoise(logging.Filter):
         return not any(n in record.getMessage() for n in self.NOISE)
 
 
+def lightning_logs_once() -> None:
+    """Importing Lightning gives the ``lightning`` logger a stderr handler of its own, while its
+    records also reach the root logger, which Hydra has given a console handler: every line
+    printed twice (``INFO: Seed set to 42`` and Hydra's ``[…][INFO] - Seed set to 42``). Called
+    once a command has imported Lightning, this drops Lightning's handler where the root logger
+    has one, so each line prints once, in Hydra's format, and reaches the run's log file."""
+    if not logging.getLogger().handlers:
+        return
+    own = logging.getLogger("lightning")
+    for handler in list(own.handlers):
+        if type(handler) is logging.StreamHandler:
+            own.removeHandler(handler)
+
+
 def _quiet_known_noise() -> None:
     """Drop exact, known noise: Lightning's advert and a notice about our chosen summary
     (filters act on the emitting logger), alembic's set-up chatter under Optuna, a schema
