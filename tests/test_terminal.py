@@ -97,3 +97,11 @@ def test_metrics_show_4_significant_digits(capsys):
     print_test_results([{"test/acc": torch.tensor(0.10000000149011612), "test/nll": 2.3128824}])
     out = capsys.readouterr().out
     assert "0.1 " in out and "2.313" in out and "0.1000000" not in out
+
+
+def test_the_bar_shows_metrics_not_lightnings_version_stub():
+    """Lightning shows a string logger version's last 4 characters (``v_num: wise`` for our
+    ``depthwise`` runs); the bar shows the metrics only."""
+    logger = types.SimpleNamespace(version="depthwise")
+    trainer = types.SimpleNamespace(loggers=[logger], progress_bar_metrics={"val/acc": 0.5})
+    assert ProgressBar().get_metrics(trainer, None) == {"val/acc": 0.5}

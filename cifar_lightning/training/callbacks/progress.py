@@ -97,6 +97,13 @@ class ProgressBar(RichProgressBar):
                 column.bar_width = max(10, min(column.bar_width or 40, width - others))
         return columns
 
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """Lightning's metrics without ``v_num``: it shows the last 4 characters of a string
+        version, and our TensorBoard versions are names (``depthwise`` showed as ``wise``)."""
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
     def _stop_progress(self) -> None:
         super()._stop_progress()
         restore_handlers(self._moved)
