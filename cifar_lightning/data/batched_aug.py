@@ -416,6 +416,9 @@ class OneOf(_Op):
         choice = torch.multinomial(weights.expand(n, -1), 1, generator=g).view(n)
         out = images
         for k, op in enumerate(self.ops):
+            if hasattr(op, "apply_to"):  # draws for the whole batch, uses the chosen ones
+                out = op.apply_to(out, apply & (choice == k), g)
+                continue
             forced = _forced(op)
             out = on_chosen(out, apply & (choice == k), lambda x, _, f=forced: f(x, g), {})
         return out
