@@ -57,17 +57,25 @@ def torchvision_inverse(
     scale: torch.Tensor,
     shear_x: torch.Tensor,
     shear_y: torch.Tensor,
+    cx: torch.Tensor | None = None,
+    cy: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(N, 2, 3) output-to-input maps, about the image centre, as torchvision's
-    ``_get_inverse_affine_matrix`` builds them for one image (angles in degrees)."""
+    """(N, 2, 3) output-to-input maps, as torchvision's ``_get_inverse_affine_matrix``
+    builds them for one image (angles in degrees): about the image centre, or about
+    (``cx``, ``cy``) from it (its ``center_f``; the auto-augment shears turn about the
+    top-left corner)."""
     rot, sx, sy = torch.deg2rad(angle), torch.deg2rad(shear_x), torch.deg2rad(shear_y)
     a = torch.cos(rot - sy) / torch.cos(sy)
     b = -(a * torch.tan(sx) + torch.sin(rot))
     c = torch.sin(rot - sy) / torch.cos(sy)
     d = torch.cos(rot) - c * torch.tan(sx)
     m = torch.stack((d, -b, torch.zeros_like(d), -c, a, torch.zeros_like(d)), 1) / scale[:, None]
-    m[:, 2] -= m[:, 0] * tx + m[:, 1] * ty
-    m[:, 5] -= m[:, 3] * tx + m[:, 4] * ty
+    if cx is None or cy is None:
+        m[:, 2] -= m[:, 0] * tx + m[:, 1] * ty
+        m[:, 5] -= m[:, 3] * tx + m[:, 4] * ty
+    else:
+        m[:, 2] += cx - m[:, 0] * (cx + tx) - m[:, 1] * (cy + ty)
+        m[:, 5] += cy - m[:, 3] * (cx + tx) - m[:, 4] * (cy + ty)
     return m.view(-1, 2, 3)
 
 
@@ -90,6 +98,19 @@ def _ring_table(h: int, w: int, device: torch.device) -> torch.Tensor:
     table = torch.full((h + 2, w + 2), h * w, dtype=torch.long, device=device)
     table[1:-1, 1:-1] = torch.arange(h * w, device=device).view(h, w)
     return table.view(1, -1)
+
+
+def source_pixels(gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+    """Each output pixel's source (grid_sample's nearest: rounded half to even), h·w where
+    it falls outside the image. Consumes ``gx`` and ``gy`` (in place: no float copies).
+    Reads outside are clamped onto a one-pixel ring around the image, and one lookup in a
+    small (h+2)·(w+2) table gives each pixel of that bordered image its flat index (the
+    ring: h·w): cheaper than masks of the four sides."""
+    h, w = gx.shape[-2:]
+    ix = gx.add_(1).mul_(w).sub_(1).div_(2).round_().clamp_(-1, w).add_(1)
+    iy = gy.add_(1).mul_(h).sub_(1).div_(2).round_().clamp_(-1, h).add_(1)
+    bordered = iy.mul_(w + 2).add_(ix).long().view(gx.shape[0], h * w)
+    return _ring_table(h, w, gx.device).expand(gx.shape[0], -1).gather(1, bordered)
 
 
 class RandomAffine(_Op):
@@ -179,16 +200,7 @@ class RandomAffine(_Op):
         return self._source_pixels(*torchvision_grid(inverse, h, w)).view(n, h * w)
 
     def _source_pixels(self, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
-        """Each output pixel's source (grid_sample's nearest: rounded half to even), h·w where
-        it falls outside the image. Consumes ``gx`` and ``gy`` (in place: no float copies).
-        Reads outside are clamped onto a one-pixel ring around the image, and one lookup in a
-        small (h+2)·(w+2) table gives each pixel of that bordered image its flat index (the
-        ring: h·w): cheaper than masks of the four sides."""
-        h, w = gx.shape[-2:]
-        ix = gx.add_(1).mul_(w).sub_(1).div_(2).round_().clamp_(-1, w).add_(1)
-        iy = gy.add_(1).mul_(h).sub_(1).div_(2).round_().clamp_(-1, h).add_(1)
-        bordered = iy.mul_(w + 2).add_(ix).long().view(gx.shape[0], h * w)
-        return _ring_table(h, w, gx.device).expand(gx.shape[0], -1).gather(1, bordered)
+        return source_pixels(gx, gy)
 
     def _nearest(self, images: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
         """``grid_sample(mode="nearest", align_corners=False)`` as one gather of the image's

@@ -8,6 +8,7 @@ distribution. Fills are fractions of full intensity per channel, like ``data.mea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -389,6 +390,73 @@ class CoarseDropout(_Op):
             hole_width_range=self.width, fill=self.fill.pil(), p=self.p,
         )  # fmt: skip
         return PerImage(OnNumpy(op))
+
+
+class RandomErasing(_Op):
+    """torchvision's ``RandomErasing`` per image, with probability ``p``: a rectangle of
+    ``scale`` of the area (uniform) and aspect ``ratio`` (log-uniform), sides rounded; of 10
+    such tries the first that fits inside is erased with ``fill`` at a uniform position, and an
+    image none of whose tries fits is left as it is. Cutout and CoarseDropout draw pixel sizes
+    instead, so neither stands for it."""
+
+    _shown = ("p", "scale", "ratio")
+    tries = 10
+
+    def __init__(
+        self,
+        p: float = 0.5,
+        scale: Sequence[float] = (0.02, 0.33),
+        ratio: Sequence[float] = (0.3, 3.3),
+        fill: Fill = 0.0,
+    ) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"batched RandomErasing p={p} must be in [0, 1].")
+        low, high = (float(v) for v in scale)
+        if not 0.0 <= low <= high <= 1.0:
+            raise ConfigError(f"batched RandomErasing scale={list(scale)} must be [min, max] "
+                              "within [0, 1].")  # fmt: skip
+        if not 0.0 < float(ratio[0]) <= float(ratio[1]):
+            raise ConfigError(f"batched RandomErasing ratio={list(ratio)} must be [min, max] > 0.")
+        self.p, self.scale, self.ratio = float(p), (low, high), tuple(float(r) for r in ratio)
+        self.fill = _Fill(fill, "batched RandomErasing")
+
+    def sample(self, n: int, g: torch.Generator, device, size: tuple[int, int]) -> dict:
+        """Each image's rectangle: torchvision's tries, all drawn at once, the first that fits."""
+        h, w = size
+        low, high = self.scale
+        area = h * w * (low + (high - low) * torch.rand(n, self.tries, generator=g, device=device))
+        log_low, log_high = math.log(self.ratio[0]), math.log(self.ratio[1])
+        u = torch.rand(n, self.tries, generator=g, device=device)
+        aspect = torch.exp(log_low + (log_high - log_low) * u).double()
+        area = area.double()
+        heights = torch.sqrt(area * aspect).round().long()  # Python's round: half to even
+        widths = torch.sqrt(area / aspect).round().long()
+        fits = (heights < h) & (widths < w)
+        first = fits.to(torch.uint8).argmax(1, keepdim=True)  # the first try that fits
+        height, width = heights.gather(1, first).view(n), widths.gather(1, first).view(n)
+        top = (torch.rand(n, generator=g, device=device) * (h - height + 1)).floor().long()
+        left = (torch.rand(n, generator=g, device=device) * (w - width + 1)).floor().long()
+        apply = (torch.rand(n, generator=g, device=device) < self.p) & fits.any(1)
+        return {"apply": apply, "top": top, "left": left, "height": height, "width": width}
+
+    def erase(self, images: torch.Tensor, p: dict) -> torch.Tensor:
+        (n, _, h, w), dev = images.shape, images.device
+        rows = torch.arange(h, device=dev).view(1, h, 1)
+        cols = torch.arange(w, device=dev).view(1, 1, w)
+        top, left = p["top"].view(n, 1, 1), p["left"].view(n, 1, 1)
+        in_rows = (rows >= top) & (rows < top + p["height"].view(n, 1, 1))  # (n, h, 1)
+        in_cols = (cols >= left) & (cols < left + p["width"].view(n, 1, 1))  # (n, 1, w)
+        inside = in_rows & in_cols & p["apply"].view(n, 1, 1)
+        return torch.where(inside.unsqueeze(1), self.fill.like(images), images)
+
+    def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        if self.p == 0.0:  # aug.erasing=0: off, and no draws
+            return images
+        return self.erase(images, self.sample(images.shape[0], g, images.device, images.shape[-2:]))
+
+    def per_image(self, size: int) -> PerImage:
+        erase = T.RandomErasing(self.p, self.scale, self.ratio, value=self.fill.values)
+        return PerImage(erase, tensor_only=True)
 
 
 class OneOf(_Op):
