@@ -76,53 +76,39 @@ def _signed(magnitude: torch.Tensor, signed: torch.Tensor, g: torch.Generator) -
 def apply_ops(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image ``n`` through op ``op[n]`` (an id in ``OPS``) at its signed ``magnitude[n]``, as
     torchvision's ``_apply_image_or_video_transform`` does to one image."""
-    n, _, h, w = images.shape
-    dev = images.device
-    zero = torch.zeros(n, dtype=torch.float64, device=dev)
+    if _index_on_host(images):
+        return _by_group(images, op, magnitude)
     params = {"op": op, "magnitude": magnitude}
-    shear = torch.rad2deg(torch.atan(magnitude))
-    is_shear = (op == ID["ShearX"]) | (op == ID["ShearY"])
-    # Shears turn about the top-left corner (center=[0, 0]); translations are whole pixels
-    # (int()); rotate() turns by -(angle mod 360) in affine's convention.
-    params["inverse"] = torchvision_inverse(
-        torch.where(op == ID["Rotate"], -torch.remainder(magnitude, 360), zero),
-        torch.where(op == ID["TranslateX"], torch.trunc(magnitude), zero),
-        torch.where(op == ID["TranslateY"], torch.trunc(magnitude), zero),
-        torch.ones_like(zero),
-        torch.where(op == ID["ShearX"], shear, zero),
-        torch.where(op == ID["ShearY"], shear, zero),
-        cx=torch.where(is_shear, -w / 2, zero),
-        cy=torch.where(is_shear, -h / 2, zero),
-    )
-    if _index_on_host(images):  # one working copy; each group changes its images in it
-        images = images.clone()
-    images = _on(images, _in(op, GEOMETRIC), _warp, params, 0.0)
-    images = _on(images, _in(op, BLENDS), _blend, params, BLEND_FLOATS)
-    images = _on(images, op == ID["Sharpness"], _sharpen, params, SHARPEN_FLOATS)
-    images = _on(images, _in(op, POINTWISE), _posterize_solarize, params, 0.0)
-    images = _on(images, op == ID["AutoContrast"], _autocontrast, {}, AUTOCONTRAST_FLOATS)
-    return _on(images, op == ID["Equalize"], _equalize, {}, EQUALIZE_FLOATS)
+    for ids, change, floats in GROUPS:
+        # Every image through every group, each keeping its own op's result: indexing by a
+        # mask would make the host wait for the device.
+        def picked(part: torch.Tensor, p: dict, ids=ids, change=change) -> torch.Tensor:
+            chosen = _in(p["op"], ids).view(-1, 1, 1, 1)
+            return torch.where(chosen, change(part, p), part)
 
-
-def _on(
-    images: torch.Tensor, chosen: torch.Tensor, change: Callable, params: dict, floats: float
-) -> torch.Tensor:
-    """``change`` on the ``chosen`` images, in slices of ``floats`` float copies each (the
-    memory bound; batched_aug.in_slices). On a CPU only those are computed, written into
-    ``images`` itself (apply_ops' own copy: six groups a step, and a copy per group cost as
-    much as the ops); elsewhere all are, then picked, since indexing by a mask would wait for
-    the device (a host sync)."""
-    if not _index_on_host(images):
-
-        def picked(part: torch.Tensor, p: dict) -> torch.Tensor:
-            return torch.where(p["_chosen"].view(-1, 1, 1, 1), change(part, p), part)
-
-        return in_slices(images, picked, {**params, "_chosen": chosen}, floats)
-    n = images.shape[0]
-    index = chosen.nonzero().squeeze(1)
-    if len(index):
-        images[index] = in_slices(images[index], change, _rows(params, index, n), floats, n)
+        images = in_slices(images, picked, params, floats)
     return images
+
+
+def _by_group(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+    """On a CPU, each group's images alone: the batch sorted by group once, each group's run
+    of images changed as one slice, and the batch put back in order once (per-group indexing
+    and writing back cost as much as the ops)."""
+    n = images.shape[0]
+    group = torch.zeros_like(op)
+    for k, (ids, _, _) in enumerate(GROUPS, start=1):
+        group = torch.where(_in(op, ids), k, group)
+    order = torch.argsort(group, stable=True)
+    counts = torch.bincount(group, minlength=len(GROUPS) + 1).tolist()
+    x = images[order]
+    params = {"op": op[order], "magnitude": magnitude[order]}
+    start = counts[0]  # Identity first: as it is
+    for (_, change, floats), count in zip(GROUPS, counts[1:], strict=True):
+        if count:
+            part = slice(start, start + count)
+            x[part] = in_slices(x[part], change, _rows(params, part, n), floats, n)
+        start += count
+    return x[torch.argsort(order)]  # back in the batch's order
 
 
 def _index_on_host(images: torch.Tensor) -> bool:
@@ -134,9 +120,29 @@ def _warp(images: torch.Tensor, p: dict) -> torch.Tensor:
     """Nearest sampling through each image's inverse map, black outside (fill=None): one
     gather of the uint8 pixels, torchvision's grid."""
     n, c, h, w = images.shape
-    flat = source_pixels(*torchvision_grid(p["inverse"], h, w)).view(n, 1, h * w)
+    flat = source_pixels(*torchvision_grid(_inverse(p, h, w), h, w)).view(n, 1, h * w)
     source = torch.cat((images.reshape(n, c, h * w), images.new_zeros(n, c, 1)), dim=2)
     return source.gather(2, flat.expand(n, c, h * w)).view(n, c, h, w)
+
+
+def _inverse(p: dict, h: int, w: int) -> torch.Tensor:
+    """Each image's output-to-input map, as torchvision's policies call affine() or rotate():
+    shears turn about the top-left corner (center=[0, 0]) by atan(magnitude); translations
+    are whole pixels (int()); rotate() turns by -(angle mod 360) in affine's convention."""
+    op, magnitude = p["op"], p["magnitude"]
+    zero = torch.zeros_like(magnitude)
+    shear = torch.rad2deg(torch.atan(magnitude))
+    is_shear = (op == ID["ShearX"]) | (op == ID["ShearY"])
+    return torchvision_inverse(
+        torch.where(op == ID["Rotate"], -torch.remainder(magnitude, 360), zero),
+        torch.where(op == ID["TranslateX"], torch.trunc(magnitude), zero),
+        torch.where(op == ID["TranslateY"], torch.trunc(magnitude), zero),
+        torch.ones_like(zero),
+        torch.where(op == ID["ShearX"], shear, zero),
+        torch.where(op == ID["ShearY"], shear, zero),
+        cx=torch.where(is_shear, -w / 2, zero),
+        cy=torch.where(is_shear, -h / 2, zero),
+    )
 
 
 BLEND_FLOATS = 1.7  # float copies of its input _blend holds at its peak, measured (1.67)
@@ -213,6 +219,17 @@ def _autocontrast(images: torch.Tensor, _: dict) -> torch.Tensor:
 
 def _equalize(images: torch.Tensor, _: dict) -> torch.Tensor:
     return TF.equalize(images)  # per image and channel: histograms, cumsum, a lookup table
+
+
+# The groups of ops that run as one batched step: (op ids, the step, its float copies).
+GROUPS: tuple[tuple[list[int], Callable, float], ...] = (
+    (GEOMETRIC, _warp, 0.0),
+    (BLENDS, _blend, BLEND_FLOATS),
+    ([ID["Sharpness"]], _sharpen, SHARPEN_FLOATS),
+    (POINTWISE, _posterize_solarize, 0.0),
+    ([ID["AutoContrast"]], _autocontrast, AUTOCONTRAST_FLOATS),
+    ([ID["Equalize"]], _equalize, EQUALIZE_FLOATS),
+)
 
 
 class _Policy(_Op):
