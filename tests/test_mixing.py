@@ -123,8 +123,10 @@ SHORT = [
 
 
 SWITCHES = {
-    # classic loader, a policy aug, both mixes, the best checkpoint tested
-    "classic": ["aug=trivialaugment", "aug.erasing=0.5", "mix.mode=both", "test.ckpt=best"],
+    # classic loader (named: on a GPU auto would take the policy's batched form), a policy
+    # aug, both mixes, the best checkpoint tested
+    "classic": ["data.loader=classic", "aug=trivialaugment", "aug.erasing=0.5", "mix.mode=both",
+                "test.ckpt=best"],
     # device loader: mixed on the device; label smoothing on the soft targets; the last weights
     "device": ["data.loader=device", "aug=seed004", "mix.mode=cutmix", "loss.label_smoothing=0.1",
                "test.ckpt=last"],
