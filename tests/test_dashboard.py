@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import json
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import warnings
 from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
 from cifar_lightning.run import loggers
 from cifar_lightning.run.config import run_label
 from cifar_lightning.run.loggers import FIRST_CHARTS
+from cifar_lightning.training import figures
 from cifar_lightning.training.callbacks.log_interval import epoch_log_interval
 from conftest import run_cli_in_process
 
@@ -70,12 +74,12 @@ def tensorboard(dashboard_run):
         stderr=subprocess.PIPE,
     )
 
-    def ask(route: str, body: dict | None = None):
+    def ask(route: str, body: dict | None = None, raw: bool = False):
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}{route}", data=data)
         request.add_header("Content-Type", "application/json")
         with urllib.request.urlopen(request, timeout=20) as response:
-            return json.loads(response.read())
+            return response.read() if raw else json.loads(response.read())
 
     try:
         deadline = time.monotonic() + 120
@@ -108,10 +112,16 @@ def test_scalars_start_with_training_and_have_no_epoch_chart(dashboard_run, tens
     assert [c["multiline"]["tag"] for c in first["chart"]] == [[f"^{t}$"] for t in FIRST_CHARTS]
 
 
-def test_images_are_there(tensorboard):
-    (tags,) = tensorboard("/data/plugin/images/tags").values()
+def test_images_are_there_sized_for_their_cards(tensorboard):
+    ((run, tags),) = tensorboard("/data/plugin/images/tags").items()
     expected = {"aug/preview", "curves", "test/confusion_matrix", "test/class_accuracy"}
     assert expected | {"test/predictions", "test/misclassified"} <= set(tags)
+    for tag in tags:  # as the browser gets them: 350 px wide, the width of an image card
+        query = urllib.parse.urlencode({"run": run, "tag": tag, "sample": 0})
+        *_, last = tensorboard(f"/data/plugin/images/images?{query}")
+        png = tensorboard(f"/data/plugin/images/individualImage?{last['query']}", raw=True)
+        with Image.open(io.BytesIO(png)) as img:
+            assert img.width == figures.CARD_PX, (tag, img.size)
 
 
 def test_hparams_are_the_curated_ones_with_the_final_metrics(dashboard_run, tensorboard):

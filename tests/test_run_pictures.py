@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from cifar_lightning.run.loggers import events_dir
+from cifar_lightning.training import figures
 from cifar_lightning.training.callbacks.run_pictures import TrainingCurves
 from conftest import CLASSES, assert_png
 
@@ -29,18 +30,22 @@ def test_run_dir_holds_the_pictures(trained_run):
         assert_png(out / f"{name}.png")
 
 
-def test_tensorboard_holds_the_same_pictures(trained_run, events):
+def test_tensorboard_holds_cards_of_the_pictures(trained_run, events):
+    """TensorBoard fits each image into a card 350 px wide: it gets the pictures drawn for
+    that width (text it can show at 1:1), the run dir keeps them full size."""
     out, results = trained_run
     images = set(events.Tags()["images"])
     assert {"curves", "test/confusion_matrix", "test/predictions", "test/misclassified"} <= images
     # The validation confusion matrix once per epoch, to watch the classes separate.
     assert len(events.Images("val/confusion_matrix")) == results["epochs"] == 2
-    for tag in ("curves", "test/confusion_matrix"):
-        (image,) = events.Images(tag)
-        with Image.open(io.BytesIO(image.encoded_image_string)) as img:
-            assert img.format == "PNG"
-        with Image.open(out / f"{tag.split('/')[-1]}.png") as on_disk:
-            assert (image.width, image.height) == on_disk.size
+    for tag in sorted(images):
+        for image in events.Images(tag):
+            with Image.open(io.BytesIO(image.encoded_image_string)) as img:
+                assert img.format == "PNG" and img.size == (image.width, image.height)
+            assert image.width == figures.CARD_PX, tag
+        if (on_disk := out / f"{tag.split('/')[-1]}.png").exists():
+            with Image.open(on_disk) as full:
+                assert full.width >= 600, (tag, full.size)
 
 
 def test_tensorboard_holds_per_class_accuracy(trained_run, events):

@@ -8,6 +8,7 @@ draws training's final pictures, so numbers and pictures mean the same in both."
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import logging
 import time
@@ -272,8 +273,8 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
         title = f"{type(model).__name__} under CIFAR-10-C corruptions"
         png = output_dir / "corruptions.png"
         if trainer.is_global_zero:
-            publish(corruption_figure(extra["corruptions"], title), png, trainer.loggers,
-                    "test/corruptions")  # fmt: skip
+            draw = functools.partial(corruption_figure, extra["corruptions"], title)
+            publish(draw, png, trainer.loggers, "test/corruptions")
         pictures.files["corruptions"] = png
     summary = {
         "checkpoint": str(ckpt_path),

@@ -10,6 +10,7 @@ run that follows is exactly the one the suggested LR on the command line would g
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -20,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.tuner import Tuner
+from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
 from cifar_lightning.errors import ConfigError, UserError
@@ -99,14 +100,21 @@ def find_lr(cfg: DictConfig, datamodule: Any, loggers: Iterable[Logger]) -> dict
             "early); or set optim.lr yourself with tune.lr_find=false",
         )
     use_lr(cfg, suggestion)
-    fig = finder.plot(suggest=True)  # loss against LR, log scale, the suggestion marked
-    fig.axes[0].set_title(f"LR range test: suggested lr = {suggestion:.3g}")
-    fig.axes[0].grid(True, which="both", alpha=0.3)
     path = Path(cfg.paths.output_dir) / PLOT_NAME
-    figures.publish(fig, path, loggers, "tune/lr_find")
-    plt.close(fig)
+    figures.publish(functools.partial(lr_find_figure, finder), path, loggers, "tune/lr_find")
     log.info("LR range test (%d steps): suggested lr %.4g; plot: %s", len(losses), suggestion, path)
     return {"suggestion": float(suggestion), "steps": len(losses), "plot": str(path)}
+
+
+def lr_find_figure(finder: Any, *, card: bool = False) -> Figure:
+    """Loss against LR (log scale), the suggestion marked: Lightning's plot, drawn on a figure
+    of :mod:`figures` (no pyplot), full size or as TensorBoard's card."""
+    fig = figures.card_figure() if card else figures.new_figure(6.4, 4.8)
+    ax = fig.add_subplot()
+    finder.plot(suggest=True, ax=ax)
+    ax.set_title(f"LR range test: suggested lr = {finder.suggestion():.3g}")
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
 
 
 def _range_test(model: L.LightningModule, datamodule: Any, cfg: DictConfig) -> Any:

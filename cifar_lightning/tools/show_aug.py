@@ -22,7 +22,7 @@ def show_aug(cfg: DictConfig, aug_name: str) -> Path:
     datamodule = build(cfg.data, "data", aug=pipeline, batch_size=1)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    fig = preview(
+    draw = preview(
         datamodule.train_set,
         datamodule.classes,
         pipeline,
@@ -32,4 +32,4 @@ def show_aug(cfg: DictConfig, aug_name: str) -> Path:
         seed=cfg.seed,
     )
     default = Path(cfg.paths.output_root) / "show_aug" / f"{aug_name}.png"
-    return figures.save_png(fig, Path(cfg.out).expanduser() if cfg.get("out") else default)
+    return figures.save_png(draw(), Path(cfg.out).expanduser() if cfg.get("out") else default)

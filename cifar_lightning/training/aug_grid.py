@@ -4,6 +4,7 @@ stored, the others independent draws through ``aug.pipeline``."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -46,9 +47,17 @@ def draw(pipeline: Pipeline, images: torch.Tensor, draws: int, seed: int) -> tor
 
 
 def render(
-    images: torch.Tensor, augmented: torch.Tensor, row_labels: Sequence[str], title: str
+    images: torch.Tensor,
+    augmented: torch.Tensor,
+    row_labels: Sequence[str],
+    title: str,
+    *,
+    card: bool = False,
 ) -> Figure:
-    """Originals in the first column, the draws beside them."""
+    """Originals in the first column, the draws beside them. A card (TensorBoard's) draws the
+    images 1:1 onto its pixels, as many rows and draws as it holds."""
+    if card:
+        return _card(images, augmented, row_labels, title)
     n, draws = augmented.shape[:2]
     cells = torch.cat([images.unsqueeze(1), augmented], dim=1).flatten(0, 1)
     grid = make_grid(cells, nrow=draws + 1, padding=2, pad_value=255)
@@ -65,6 +74,39 @@ def render(
     return fig
 
 
+def _card(
+    images: torch.Tensor, augmented: torch.Tensor, row_labels: Sequence[str], title: str
+) -> Figure:
+    """The card: the first images and draws that fit at 1:1, the title saying how many."""
+    n, draws = augmented.shape[:2]
+    label_px = 6 + max(figures.text_px(s, figures.CARD_SMALL) for s in row_labels)
+    step = images.shape[-1] + 2  # an image and make_grid's padding
+    draws = min(draws, int((figures.CARD_PX - label_px - 4) // step) - 1)
+    height, below = figures.CARD_HEIGHT, figures.LINE_PX + 2  # the column names
+
+    def head(rows: int) -> str:
+        return f"{title}; {rows} images, {draws} draws each here"
+
+    rows = n
+    heading = head(rows) if draws < augmented.shape[1] else title
+    while (fits := int((height - figures.title_px(heading) - below) // step)) < rows:
+        rows, heading = fits, head(fits)
+    fig = figures.card_figure(layout=None)
+    top = figures.card_title(fig, heading)
+    cells = torch.cat([images[:rows].unsqueeze(1), augmented[:rows, :draws]], dim=1)
+    grid = make_grid(cells.flatten(0, 1), nrow=draws + 1, padding=2, pad_value=255)
+    width_px, height_px = grid.shape[2], grid.shape[1]  # 1:1 on the card's pixels
+    ax = fig.add_axes((label_px / figures.CARD_PX, (height - top - height_px) / height,
+                       width_px / figures.CARD_PX, height_px / height))  # fmt: skip
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    centers = [1 + step * (i + 0.5) for i in range(max(rows, draws + 1))]
+    ax.set_xticks(centers[: draws + 1], ["stored"] + [str(i + 1) for i in range(draws)])
+    ax.set_yticks(centers[:rows], row_labels[:rows])
+    ax.tick_params(length=0, pad=2)
+    ax.spines[:].set_visible(False)
+    return fig
+
+
 def preview(
     dataset: ArrayDataset,
     classes: Sequence[str],
@@ -73,8 +115,9 @@ def preview(
     images: int = 10,
     draws: int = 8,
     seed: int = 0,
-) -> Figure:
-    """The whole picture for a training set and its pipeline."""
+) -> figures.Drawing:
+    """The whole picture for a training set and its pipeline, its draws made once for both
+    sizes: call it for the full figure, ``card=True`` for TensorBoard's."""
     originals, labels = pick_images(dataset, len(classes), images)
     augmented = draw(pipeline, originals, draws, seed)
-    return render(originals, augmented, [classes[y] for y in labels], title)
+    return functools.partial(render, originals, augmented, [classes[y] for y in labels], title)

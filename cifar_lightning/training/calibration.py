@@ -69,11 +69,17 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return float(log_t.detach().exp())
 
 
-def reliability_figure(bins: dict[str, list[Any]], scores: dict[str, float], title: str) -> Figure:
+def reliability_figure(
+    bins: dict[str, list[Any]], scores: dict[str, float], title: str, *, card: bool = False
+) -> Figure:
     """Accuracy against confidence per bin (the diagonal is perfect calibration), the gap
-    shaded, and how many images each bin holds below."""
-    fig = figures.new_figure(6.0, 6.5, layout=None)
-    top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    shaded, and how many images each bin holds below; a card has no room for the counts, and
+    the scores and legend go beside the plot."""
+    fig = figures.card_figure(layout=None) if card else figures.new_figure(6.0, 6.5, layout=None)
+    if card:
+        top, bottom = fig.add_subplot(), None
+    else:
+        top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
     width, edges = 1 / BINS, np.arange(BINS) / BINS
     acc = np.array([np.nan if a is None else a for a in bins["accuracy"]])
     conf = np.array([np.nan if c is None else c for c in bins["confidence"]])
@@ -82,9 +88,22 @@ def reliability_figure(bins: dict[str, list[Any]], scores: dict[str, float], tit
     top.bar(edges, np.nan_to_num(gap), width, bottom=np.nan_to_num(gap_bottom), align="edge",
             color="#dd8452", alpha=0.5, label="gap to confidence")  # fmt: skip
     top.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
-    top.set(ylim=(0, 1), ylabel="accuracy in the bin", title=title)
-    top.text(0.03, 0.95, "\n".join(f"{k.upper()} {v:.4f}" for k, v in scores.items()),
-             va="top", family="monospace", transform=top.transAxes)  # fmt: skip
+    top.set(ylim=(0, 1), ylabel="accuracy in the bin")
+    numbers = "\n".join(f"{k.upper()} {v:.4f}" for k, v in scores.items())
+    if card:
+        title_px = figures.card_title(fig, title)
+        top.set(xlim=(0, 1), xlabel="top-1 confidence", xticks=[0, 0.5, 1], yticks=[0, 0.5, 1])
+        height = figures.CARD_HEIGHT
+        fig.subplots_adjust(left=52 / figures.CARD_PX, right=200 / figures.CARD_PX,
+                            top=1 - (title_px + 4) / height, bottom=40 / height)  # fmt: skip
+        fig.text(212 / figures.CARD_PX, 1 - (title_px + 6) / height, numbers, va="top",
+                 family="monospace", fontsize=figures.CARD_SMALL)  # fmt: skip
+        fig.legend(*top.get_legend_handles_labels(), loc="lower left", frameon=False,
+                   bbox_to_anchor=(206 / figures.CARD_PX, 34 / height), borderaxespad=0,
+                   handlelength=1.2, handletextpad=0.5)  # fmt: skip
+        return fig
+    top.set_title(title)
+    top.text(0.03, 0.95, numbers, va="top", family="monospace", transform=top.transAxes)
     top.legend(loc="lower right")
     bottom.bar(edges, bins["images"], width, align="edge", color="#55a868")
     bottom.set(xlim=(0, 1), xlabel="top-1 confidence", ylabel="images")

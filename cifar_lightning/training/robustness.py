@@ -92,28 +92,52 @@ def robustness(
     }
 
 
-def corruption_figure(result: dict[str, Any], title: str) -> Figure:
+CARD_ROWS = 7  # corruptions a card lists one by one; beyond, it shows their families
+
+
+def corruption_figure(result: dict[str, Any], title: str, *, card: bool = False) -> Figure:
     """Accuracy per corruption (rows) and severity (columns), the clean accuracy and each
-    row's mean beside them; every cell written out, red to green."""
+    row's mean beside them; every cell written out, red to green. A card writes whole percents
+    and has no colour bar; beyond :data:`CARD_ROWS` corruptions its rows are their families
+    (the mean of their members) and all of them."""
     names, severities = list(result["acc"]), result["severities"]
     columns = ["clean", *(f"s{s}" for s in severities), "mean"]
-    grid = np.array(
-        [[result["clean_acc"], *result["acc"][n], result["corruption_acc"][n]] for n in names]
+    rows = {n.replace("_", " "): (result["acc"][n], result["corruption_acc"][n]) for n in names}
+    if card and len(names) > CARD_ROWS:
+        groups = {f: [n for n in members if n in names] for f, members in FAMILIES.items()}
+        groups = {f: members for f, members in groups.items() if members} | {"all": names}
+        rows = {
+            f"{family} ({len(members)})": (
+                list(np.mean([result["acc"][n] for n in members], axis=0)),
+                float(np.mean([result["corruption_acc"][n] for n in members])),
+            )
+            for family, members in groups.items()
+        }
+    grid = np.array([[result["clean_acc"], *row, mean] for row, mean in rows.values()])
+    title = (
+        f"{title}\nmean corruption accuracy {result['mean_corruption_acc']:.1%} "
+        f"(clean {result['clean_acc']:.1%}, relative drop {result['relative_drop'] or 0:.1%})"
     )
-    fig = figures.new_figure(1.0 + 0.95 * len(columns), 1.4 + 0.38 * len(names))
+    if card:
+        fig = figures.card_figure()
+        figures.card_title(fig, title)
+    else:
+        fig = figures.new_figure(1.0 + 0.95 * len(columns), 1.4 + 0.38 * len(rows))
     ax = fig.add_subplot()
     image = ax.imshow(grid * 100, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+    cell = "{:.0f}" if card else "{:.1f}"
     for (i, j), value in np.ndenumerate(grid * 100):
-        ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=8,
+        ax.text(j, i, cell.format(value), ha="center", va="center",
+                fontsize=figures.CARD_SMALL if card else 8,
                 color="white" if value < 25 or value > 85 else "black")  # fmt: skip
     ax.set_xticks(range(len(columns)), columns)
-    ax.set_yticks(range(len(names)), [n.replace("_", " ") for n in names])
+    ax.set_yticks(range(len(rows)), list(rows))
     ax.axvline(0.5, color="white", lw=2)
     ax.axvline(len(columns) - 1.5, color="white", lw=2)
-    ax.set_title(
-        f"{title}\nmean corruption accuracy {result['mean_corruption_acc']:.1%} "
-        f"(clean {result['clean_acc']:.1%}, relative drop {result['relative_drop'] or 0:.1%})",
-        fontsize=10,
-    )
-    fig.colorbar(image, ax=ax, label="top-1 accuracy (%)", shrink=0.8)
+    if card:
+        ax.tick_params(length=0, pad=2)
+        ax.xaxis.tick_top()
+    else:
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(image, ax=ax, label="top-1 accuracy (%)", shrink=0.8)
     return fig

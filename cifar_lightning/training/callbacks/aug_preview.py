@@ -28,8 +28,8 @@ class AugmentationPreview(Callback):
         if not trainer.is_global_zero or dataset is None or datamodule.aug is None:
             return
         title = f"training augmentation: {len(dataset):,} images, each drawn {self.draws}x"
-        fig = preview(
+        draw = preview(
             dataset, datamodule.classes, datamodule.aug, title, self.images, self.draws, self.seed
         )
         path = Path(trainer.default_root_dir) / FILENAME if self.save else None
-        figures.publish(fig, path, trainer.loggers, TAG)
+        figures.publish(draw, path, trainer.loggers, TAG)

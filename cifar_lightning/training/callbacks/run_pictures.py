@@ -5,6 +5,7 @@ logits), so every architecture gets them, and ``evaluate``'s pictures are traini
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -58,14 +59,15 @@ class TrainingCurves(Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and any(self.history.values()):
-            fig = self._figure(pl_module)
-            figures.publish(fig, self.path, trainer.loggers, "curves", trainer.global_step)
+            draw = functools.partial(self._figure, pl_module)
+            figures.publish(draw, self.path, trainer.loggers, "curves", trainer.global_step)
 
-    def _figure(self, pl_module: L.LightningModule) -> Figure:
+    def _figure(self, pl_module: L.LightningModule, *, card: bool = False) -> Figure:
         title = f"{type(pl_module).__name__}: loss and accuracy per epoch"
         mixed = getattr(pl_module, "mix", None) is not None
-        train_acc = "train (dominant label of the mixed images)" if mixed else "train"
-        return figures.curves_figure(self.history, title=title, train_acc=train_acc)
+        mixed_label = "train (mixed)" if card else "train (dominant label of the mixed images)"
+        train_acc = mixed_label if mixed else "train"
+        return figures.curves_figure(self.history, title=title, train_acc=train_acc, card=card)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": {k: [list(p) for p in v] for k, v in self.history.items()}}
@@ -79,10 +81,10 @@ class EvaluationFigures(Callback):
     """After testing: ``confusion_matrix.png`` (CIFAR-100: by superclass),
     ``class_accuracy.png`` (bars; beyond 20 classes the 20 worst), ``predictions.png``
     (green/red grid), ``misclassified.png`` and ``calibration.png`` (the reliability diagram)
-    in ``dirpath``, the same under ``test/`` in TensorBoard with ``test/acc_class/<class>``
-    (up to 10 classes); the numbers in
-    :attr:`results`. Every ``val_every_n_epochs``
-    (> 0) epochs the validation confusion matrix goes to TensorBoard, to watch classes separate.
+    in ``dirpath``; under ``test/`` in TensorBoard their cards (sized to read in its image
+    cards, see :mod:`figures`) and ``test/acc_class/<class>`` (up to 10 classes); the numbers
+    in :attr:`results`. Every ``val_every_n_epochs`` (> 0) epochs the validation confusion
+    matrix goes to TensorBoard, to watch classes separate.
     """
 
     def __init__(
@@ -126,8 +128,11 @@ class EvaluationFigures(Callback):
             return
         results, self._pass = self._pass.compute(), None
         if trainer.is_global_zero and results.num_images:
-            fig = _confusion(results, f"Validation, epoch {trainer.current_epoch + 1}")
-            figures.publish(fig, None, trainer.loggers, "val/confusion_matrix", trainer.global_step)
+            title = f"Validation, epoch {trainer.current_epoch + 1}"
+            draw = functools.partial(_confusion, results, title)
+            figures.publish(
+                draw, None, trainer.loggers, "val/confusion_matrix", trainer.global_step
+            )
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pass = self._collector(pl_module, pictures=True)
@@ -146,45 +151,48 @@ class EvaluationFigures(Callback):
                     logger.log_metrics(per_class, step=trainer.global_step)
 
     def draw(self, results: Results, trainer: L.Trainer) -> dict[str, Path]:
-        """The PNGs into ``dirpath`` and the same images into TensorBoard."""
+        """The PNGs into ``dirpath``, and their cards into TensorBoard."""
         names, split, s, m = results.class_names, self.split_name, results.sample, results.mistakes
-        pictures = {"confusion_matrix": _confusion(results, f"Confusion matrix, {split}")}
+        pictures: dict[str, figures.Drawing] = {
+            "confusion_matrix": functools.partial(_confusion, results, f"Confusion matrix, {split}")
+        }
         k = len(names)
         title = f"Accuracy per class, {split}" + (f": the 20 worst of {k}" if k > 20 else "")
-        pictures["class_accuracy"] = figures.class_accuracy_figure(
-            results.per_class(), results.accuracy, title
+        pictures["class_accuracy"] = functools.partial(
+            figures.class_accuracy_figure, results.per_class(), results.accuracy, title
         )
         title = f"{len(s)} random images of the {split}: green = right, red = wrong"
-        pictures["predictions"] = figures.prediction_grid_figure(
-            s.images, s.targets, s.preds, names, title
+        pictures["predictions"] = functools.partial(
+            figures.prediction_grid_figure, s.images, s.targets, s.preds, names, title
         )
         if len(m):
             wrong = results.num_images - int(np.trace(results.confusion))
             title = f"{len(m)} of the {wrong:,} misclassified images of the {split}"
-            pictures["misclassified"] = figures.misclassified_figure(
-                m.images, m.targets, m.preds, m.confidences, names, title
-            )
+            pictures["misclassified"] = functools.partial(
+                figures.misclassified_figure, m.images, m.targets, m.preds, m.confidences, names,
+                title,
+            )  # fmt: skip
         if len(results.targets):
             scores = calibration(results.logits, results.targets)
             title = f"Reliability, {split}: ECE {scores['ece']:.2%}"
             bins = reliability_bins(results.logits, results.targets)
-            pictures["calibration"] = reliability_figure(bins, scores, title)
+            pictures["calibration"] = functools.partial(reliability_figure, bins, scores, title)
         files = {}
-        for name, fig in pictures.items():
+        for name, draw in pictures.items():
             path, tag = self.dirpath / f"{name}.png", f"test/{name}"
-            files[name] = figures.publish(fig, path, trainer.loggers, tag, trainer.global_step)
+            files[name] = figures.publish(draw, path, trainer.loggers, tag, trainer.global_step)
         log.info("Pictures of the %s: %s", self.split_name, ", ".join(map(str, files.values())))
         return files
 
 
-def _confusion(results: Results, title: str) -> Figure:
+def _confusion(results: Results, title: str, *, card: bool = False) -> Figure:
     """The confusion matrix; with CIFAR-100's classes, summed into its 20 superclasses."""
     names, matrix = results.class_names, results.confusion
     groups = superclasses(names) if len(names) > 20 else None
     if groups:
         matrix, names = figures.group_confusion(matrix, names, groups), list(groups)
         title += " (by superclass)"
-    return figures.confusion_matrix_figure(matrix, names, f"{title}: {_score(results)}")
+    return figures.confusion_matrix_figure(matrix, names, f"{title}: {_score(results)}", card=card)
 
 
 def _score(results: Results) -> str:
