@@ -37,6 +37,7 @@ format: install ## ruff: fix lint findings that are safe to fix, and format
 
 tensorboard: install ## TensorBoard over every run in outputs/ (open it on CUSTOM SCALARS)
 	@echo "The training curves first: http://localhost:6006/#custom_scalars"
+	@echo "or TIME SERIES with them pinned on top: 'http://localhost:6006/?pinnedCards=%5B%7B%22plugin%22%3A%22scalars%22%2C%22tag%22%3A%22train%2Floss%22%7D%2C%7B%22plugin%22%3A%22scalars%22%2C%22tag%22%3A%22train%2Facc%22%7D%2C%7B%22plugin%22%3A%22scalars%22%2C%22tag%22%3A%22train%2Flr%22%7D%2C%7B%22plugin%22%3A%22scalars%22%2C%22tag%22%3A%22val%2Floss%22%7D%2C%7B%22plugin%22%3A%22scalars%22%2C%22tag%22%3A%22val%2Facc%22%7D%5D#timeseries'"
 	$(BIN)/tensorboard --logdir outputs
 
 # The shared folder beside the checkout: the GPU wheel fetcher and the CIFAR-10 JPEG tarball.
