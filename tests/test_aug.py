@@ -33,6 +33,9 @@ def test_the_seed_options_exist():
 
 @pytest.mark.parametrize("name", AUGS)
 def test_keeps_shape_dtype_and_range(name, images):
+    # Seeded: TrivialAugmentWide's 32-pixel shifts leave a wholly black image in about 0.5% of
+    # draws, as torchvision's own does, so an unseeded run of 8 images failed now and then.
+    torch.manual_seed(0)
     aug = pipeline(name)
     for image in images:
         out = aug(image)
