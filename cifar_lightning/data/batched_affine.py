@@ -113,6 +113,19 @@ def source_pixels(gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
     return _ring_table(h, w, gx.device).expand(gx.shape[0], -1).gather(1, bordered)
 
 
+def nearest(
+    images: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor, fill: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``grid_sample(mode="nearest", align_corners=False)`` as one gather of the image's own
+    values (no float copy): the same source pixel (rounded half to even), ``fill`` (a (1, C,
+    1, 1) pixel; default black) where it falls outside. Consumes ``gx`` and ``gy``."""
+    n, c, h, w = images.shape
+    flat = source_pixels(gx, gy).view(n, 1, h * w).expand(n, c, h * w)
+    outside = images.new_zeros(1, c, 1) if fill is None else fill.reshape(1, c, 1)
+    source = torch.cat((images.reshape(n, c, h * w), outside.expand(n, c, 1)), dim=2)
+    return source.gather(2, flat).view(n, c, h, w)
+
+
 class RandomAffine(_Op):
     """torchvision's ``RandomAffine`` per image: rotation in ``degrees``, ``translate`` (a
     fraction of width and height, rounded to whole pixels), ``scale`` and ``shear`` (one
@@ -168,7 +181,7 @@ class RandomAffine(_Op):
         )
         gx, gy = torchvision_grid(inverse, h, w)
         if self.interpolation == "nearest":
-            return self._nearest(images, gx, gy)
+            return nearest(images, gx, gy, self.fill.like(images))
         grid = torch.stack((gx, gy), dim=-1)
         x = _as_float(images)
         fill = self.fill.like(x)
@@ -197,20 +210,7 @@ class RandomAffine(_Op):
         inverse = torchvision_inverse(
             self.sign * p["angle"], p["tx"], p["ty"], p["scale"], p["shear_x"], p["shear_y"]
         )
-        return self._source_pixels(*torchvision_grid(inverse, h, w)).view(n, h * w)
-
-    def _source_pixels(self, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
-        return source_pixels(gx, gy)
-
-    def _nearest(self, images: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
-        """``grid_sample(mode="nearest", align_corners=False)`` as one gather of the image's
-        own values (no float copy): the same source pixel (rounded half to even), the fill
-        where it falls outside."""
-        n, c, h, w = images.shape
-        flat = self._source_pixels(gx, gy).view(n, 1, h * w).expand(n, c, h * w)
-        fill = self.fill.like(images).view(1, c, 1).expand(n, c, 1)
-        source = torch.cat((images.reshape(n, c, h * w), fill), dim=2)
-        return source.gather(2, flat).view(n, c, h, w)
+        return source_pixels(*torchvision_grid(inverse, h, w)).view(n, h * w)
 
     def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         params = self.sample(images.shape[0], g, images.device, tuple(images.shape[-2:]))

@@ -119,6 +119,25 @@ def _uniform_ints(low: int, high: int, n: int, g: torch.Generator, device) -> to
     return torch.randint(low, high + 1, (n,), generator=g, device=device)
 
 
+def in_box(
+    top: torch.Tensor,
+    left: torch.Tensor,
+    height: torch.Tensor | int,
+    width: torch.Tensor | int,
+    size: tuple[int, int],
+) -> torch.Tensor:
+    """(N, H, W): whether each pixel lies in its image's rectangle (``top``, ``left``: one per
+    image; ``height``, ``width``: one per image or one for all), as rows times columns."""
+    (h, w), n, dev = size, top.shape[0], top.device
+    rows = torch.arange(h, device=dev).view(1, h, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
+    top, left = top.view(n, 1, 1), left.view(n, 1, 1)
+    # A Python int stays one: a tensor of it would be a host-to-device copy on a GPU.
+    height = height.view(n, 1, 1) if torch.is_tensor(height) else height
+    width = width.view(n, 1, 1) if torch.is_tensor(width) else width
+    return ((rows >= top) & (rows < top + height)) & ((cols >= left) & (cols < left + width))
+
+
 def in_slices(
     images: torch.Tensor, change: Callable, params: dict, float_batches: float, total: int = 0
 ) -> torch.Tensor:
@@ -300,14 +319,11 @@ class Cutout(_Op):
         if self.size > min(h, w):
             raise ValueError(f"a {self.size}-pixel hole does not fit in {h}x{w} images")
         apply = torch.rand(n, generator=g, device=dev) < self.p
-        rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
         hole = torch.zeros(n, h, w, dtype=torch.bool, device=dev)
         for _ in range(self.holes):  # a loop over holes, never over images
-            top = _uniform_ints(0, h - self.size, n, g, dev).view(n, 1)
-            left = _uniform_ints(0, w - self.size, n, g, dev).view(n, 1)
-            in_rows = (rows >= top) & (rows < top + self.size)  # (n, h)
-            in_cols = (cols >= left) & (cols < left + self.size)  # (n, w)
-            hole |= in_rows.view(n, h, 1) & in_cols.view(n, 1, w)
+            top = _uniform_ints(0, h - self.size, n, g, dev)
+            left = _uniform_ints(0, w - self.size, n, g, dev)
+            hole |= in_box(top, left, self.size, self.size, (h, w))
         hole &= apply.view(n, 1, 1)
         return torch.where(hole.unsqueeze(1), self.fill.like(images), images)
 
@@ -363,17 +379,10 @@ class CoarseDropout(_Op):
 
     def cut(self, images: torch.Tensor, p: dict) -> torch.Tensor:
         (n, _, h, w), dev = images.shape, images.device
-        rows = torch.arange(h, device=dev).view(1, h, 1)
-        cols = torch.arange(w, device=dev).view(1, 1, w)
         hole = torch.zeros(n, h, w, dtype=torch.bool, device=dev)
         for k in range(p["top"].shape[1]):  # a loop over holes, never over images
-            top, left = p["top"][:, k].view(n, 1, 1), p["left"][:, k].view(n, 1, 1)
-            bottom, right = (
-                top + p["height"][:, k].view(n, 1, 1),
-                left + p["width"][:, k].view(n, 1, 1),
-            )
-            inside = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
-            hole |= inside & (k < p["count"]).view(n, 1, 1)
+            box = (p[key][:, k] for key in ("top", "left", "height", "width"))
+            hole |= in_box(*box, (h, w)) & (k < p["count"]).view(n, 1, 1)
         hole &= p["apply"].view(n, 1, 1)
         return torch.where(hole.unsqueeze(1), self.fill.like(images), images)
 
@@ -440,13 +449,9 @@ class RandomErasing(_Op):
         return {"apply": apply, "top": top, "left": left, "height": height, "width": width}
 
     def erase(self, images: torch.Tensor, p: dict) -> torch.Tensor:
-        (n, _, h, w), dev = images.shape, images.device
-        rows = torch.arange(h, device=dev).view(1, h, 1)
-        cols = torch.arange(w, device=dev).view(1, 1, w)
-        top, left = p["top"].view(n, 1, 1), p["left"].view(n, 1, 1)
-        in_rows = (rows >= top) & (rows < top + p["height"].view(n, 1, 1))  # (n, h, 1)
-        in_cols = (cols >= left) & (cols < left + p["width"].view(n, 1, 1))  # (n, 1, w)
-        inside = in_rows & in_cols & p["apply"].view(n, 1, 1)
+        n, h, w = images.shape[0], *images.shape[-2:]
+        box = in_box(p["top"], p["left"], p["height"], p["width"], (h, w))
+        inside = box & p["apply"].view(n, 1, 1)
         return torch.where(inside.unsqueeze(1), self.fill.like(images), images)
 
     def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:

@@ -25,7 +25,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms.v2.functional._color import _rgb_to_grayscale_image
 
-from cifar_lightning.data.batched_affine import source_pixels, torchvision_grid, torchvision_inverse
+from cifar_lightning.data.batched_affine import nearest, torchvision_grid, torchvision_inverse
 from cifar_lightning.data.batched_aug import PerImage, _Op, _rows, in_slices
 from cifar_lightning.errors import ConfigError
 
@@ -119,10 +119,8 @@ def _index_on_host(images: torch.Tensor) -> bool:
 def _warp(images: torch.Tensor, p: dict) -> torch.Tensor:
     """Nearest sampling through each image's inverse map, black outside (fill=None): one
     gather of the uint8 pixels, torchvision's grid."""
-    n, c, h, w = images.shape
-    flat = source_pixels(*torchvision_grid(_inverse(p, h, w), h, w)).view(n, 1, h * w)
-    source = torch.cat((images.reshape(n, c, h * w), images.new_zeros(n, c, 1)), dim=2)
-    return source.gather(2, flat.expand(n, c, h * w)).view(n, c, h, w)
+    h, w = images.shape[-2:]
+    return nearest(images, *torchvision_grid(_inverse(p, h, w), h, w))
 
 
 def _inverse(p: dict, h: int, w: int) -> torch.Tensor:
@@ -338,10 +336,3 @@ class AutoAugment(_Policy):
 
     def per_image(self, size: int) -> PerImage:
         return PerImage(T.AutoAugment(T.AutoAugmentPolicy(self.policy)))
-
-
-def policy_ops(policy: _Policy) -> list[str]:
-    """The names of the ops a policy can draw (for tests and the docs)."""
-    space_of = {TrivialAugmentWide: v2.TrivialAugmentWide, RandAugment: v2.RandAugment,
-                AutoAugment: v2.AutoAugment}[type(policy)]  # fmt: skip
-    return list(space_of._AUGMENTATION_SPACE)

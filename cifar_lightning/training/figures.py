@@ -392,8 +392,7 @@ def image_grid_figure(
         r, c = divmod(i, ncols)
         top, left = r * cell_h + caption_h, c * cell_w + gap // 2
         if frame:
-            rgb = [int(colors[i][k : k + 2], 16) for k in (1, 3, 5)]
-            mosaic[top : top + h + 2 * frame, left : left + w + 2 * frame] = rgb
+            mosaic[top : top + h + 2 * frame, left : left + w + 2 * frame] = _rgb(colors[i])
         big = images[i].repeat(scale, axis=0).repeat(scale, axis=1)
         mosaic[top + frame : top + frame + h, left + frame : left + frame + w] = big
         x = left + frame + w / 2
